@@ -1,0 +1,48 @@
+# Set-up, tests and runs. `make test` on a fresh clone does all set-up by itself:
+# a .venv with the pinned packages, the package installed editable, the Jupyter kernel
+# registered inside the venv, and the offline data (Debian's dataset-fashion-mnist).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.DELETE_ON_ERROR:
+.PHONY: install data test run-permuted-fashion-mnist clean
+
+install: $(STAMP)
+
+# The stamp depends on pyproject.toml: a changed pin reinstalls.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	# --sys-prefix: a stale user-level kernel spec must not shadow this venv's kernel.
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaqpacknet)"
+	touch $@
+
+# The offline default data. Installs the Debian package when it is missing (needs root or sudo).
+data:
+	@if [ -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST found in $(FASHION_MNIST_DIR)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v sudo >/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "error: Fashion-MNIST is missing from $(FASHION_MNIST_DIR); install it with 'apt-get install dataset-fashion-mnist' as root"; exit 1; \
+	fi
+
+# pytest exits 5 when it collected no test: say so rather than pass silently.
+test: install data
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+
+# The acceptance run of the core learner (shared method.md defaults, 3 epochs per task).
+run-permuted-fashion-mnist: install data
+	$(PY) -m adaqpacknet run --out runs/permuted_fashion_mnist/ada_qpacknet-seed0 scenario=permuted_fashion_mnist epochs=3 seed=0
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Ada-QPacknet: adaptive pruning with bit-width reduction for continual learning."""

@@ -1,0 +1,418 @@
+"""The Ada-QPacknet learner: the task loop of shared method.md §2, with checkpoints and results.
+
+For each task t (owner id t, head t-1):
+1. re-initialise the free weights;
+2. sparsity search: ``population`` candidates, each with per-layer prune ratios ~ U[r_min, r_max],
+   trained and pruned, scored on validation by ``w * accuracy + (1 - w) * pruned fraction``;
+3. (inside each candidate) train the free weights -> prune by magnitude -> retrain the survivors;
+4. quantise the task's weights (and its head) to the smallest bit width within the tolerance;
+5. freeze: the survivors become owned by task t, the pruned weights return to the free pool.
+After every task the test accuracy of every seen task is re-measured from the frozen state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import metrics
+from .config import Config
+from .data import Scenario, Task, build_scenario, check_data_available
+from .models import build_model
+from .ownership import (
+    assign,
+    attach_owner_maps,
+    capacity_used,
+    free_masks,
+    owner_maps,
+    prunable_layers,
+    raw_weight,
+    show_task,
+    show_training,
+)
+from .pruning import magnitude_keep_mask, sample_prune_ratios
+from .quantization import BitSearchResult, search_bit_widths
+from .results import SCHEMA_VERSION, environment, load_checkpoint, save_checkpoint, write_json
+from .training import FitReport, TrainSettings, evaluate, fit, pick_device
+
+HEAD = "head"  # key of the task's head weight among the quantised "layers"
+FLOAT_BITS = 32
+# Settings that may differ between a run and its resumption without changing any result.
+RESUME_FREE_KEYS = ("progress", "device")
+
+
+def task_seed(seed: int, task_index: int) -> int:
+    """Seed of one task's randomness, so a resumed run draws exactly what an unbroken one would."""
+    return (seed * 1_000_003 + task_index * 7_919 + 17) % (2**63)
+
+
+class AdaQPacknet:
+    """Ada-QPacknet on one scenario: ``run()`` learns every task, writing results as it goes.
+
+    State lives in the model: owner maps are buffers of each layer's ``WeightMask``, frozen weights
+    hold their quantised values, and ``codebooks`` keeps the codebook of every (task, layer).
+    """
+
+    def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
+        self.config = config
+        if scenario is None:
+            # Fail on missing data before anything is built or trained.
+            check_data_available(config.scenario, config.data_root, config.download)
+            scenario = build_scenario(
+                config.scenario,
+                root=config.data_root,
+                num_tasks=config.num_tasks,
+                seed=config.seed,
+                val_fraction=config.val_fraction,
+                class_order=config.class_order,
+                download=config.download,
+            )
+        self.scenario = scenario
+        self.device = pick_device(config.device)
+        model_name = scenario.default_model if config.model == "auto" else config.model
+        torch.manual_seed(config.seed)
+        self.model = build_model(model_name, scenario.input_shape, scenario.classes_per_task)
+        attach_owner_maps(self.model)
+        _check_body_parameters(self.model)
+        self.model.to(self.device)
+        self.model_name = model_name
+        self.layer_names = list(prunable_layers(self.model))
+        self.codebooks: dict[str, Tensor] = {}  # "task/layer" -> codebook (float32)
+        self.acc_matrix: list[list[float]] = []
+        self.per_task: list[dict[str, Any]] = []
+        self.settings = TrainSettings(
+            batch_size=config.batch_size,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            lr_patience=config.lr_patience,
+            lr_factor=config.lr_factor,
+            early_stop_patience=config.early_stop_patience,
+            eval_batch_size=config.eval_batch_size,
+            progress=config.progress,
+        )
+
+    # --- the task loop ---------------------------------------------------------------------------
+
+    def run(self, out_dir: str | Path | None = None) -> dict[str, Any]:
+        """Learn every task; with ``out_dir``, checkpoint after each task and resume from it.
+
+        Writes ``results.json`` (atomically) in ``out_dir`` and returns the same dictionary.
+        """
+        start_task = 0
+        if out_dir is not None:
+            start_task = self.resume(out_dir)
+        for index in range(start_task, self.scenario.num_tasks):
+            self.learn_task(index)
+            self.acc_matrix.append(self.evaluate_seen())
+            print(
+                f"task {index + 1}/{self.scenario.num_tasks} done: bits {self.per_task[-1]['bits']}, "
+                f"test accuracy {self.acc_matrix[-1][-1]:.2f}%, mean over seen tasks "
+                f"{sum(self.acc_matrix[-1]) / len(self.acc_matrix[-1]):.2f}%",
+                flush=True,
+            )
+            if out_dir is not None:
+                self.save_checkpoint(out_dir)
+        results = self.results()
+        if out_dir is not None:
+            write_json(Path(out_dir) / "results.json", results)
+        return results
+
+    def learn_task(self, index: int) -> dict[str, Any]:
+        """Search, train, prune, quantise and freeze task ``index`` (0-based)."""
+        if index != len(self.per_task):
+            raise ValueError(f"task {index} cannot be learned now: the next task is {len(self.per_task)}")
+        cfg = self.config
+        task = self.scenario.tasks[index]
+        owner_id = index + 1
+        seed = task_seed(cfg.seed, index)
+        torch.manual_seed(seed)  # dropout
+        generator = torch.Generator().manual_seed(seed)  # initialisation, ratios, batch order
+        task_start = time.perf_counter()
+
+        free = free_masks(self.model)
+        self._reinitialise(free, index, generator)
+        start_state = self._task_state(index)
+
+        search_start = time.perf_counter()
+        candidates: list[dict[str, Any]] = []
+        best: tuple[float, dict[str, Tensor], dict[str, Tensor]] | None = None
+        train_seconds = 0.0
+        epochs_run = 0
+        for number in range(cfg.population):
+            self._load_task_state(index, start_state)
+            ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, generator)
+            keep, reports = self._train_candidate(task, free, ratios, generator, f"task {owner_id} cand {number + 1}")
+            train_seconds += sum(r.seconds for r in reports)
+            epochs_run += sum(r.epochs_run for r in reports)
+            candidate = self._score(task, keep, free, ratios)
+            candidates.append(candidate)
+            print(
+                f"task {owner_id} candidate {number + 1}/{cfg.population}: val {candidate['val_accuracy']:.2f}% "
+                f"pruned {100 * candidate['pruned_fraction']:.1f}% fitness {candidate['fitness']:.4f}",
+                flush=True,
+            )
+            if best is None or candidate["fitness"] > best[0]:
+                best = (candidate["fitness"], self._task_state(index), keep)
+        assert best is not None
+        winner = max(range(len(candidates)), key=lambda i: (candidates[i]["fitness"], -i))
+        keep = best[2]
+        if cfg.search_keep == "retrain" and cfg.population > 1:
+            # Reference-code behaviour: retrain from the task's starting point with the winning ratios.
+            self._load_task_state(index, start_state)
+            keep, reports = self._train_candidate(
+                task, free, candidates[winner]["prune_ratios"], generator, f"task {owner_id} retrain"
+            )
+            train_seconds += sum(r.seconds for r in reports)
+            epochs_run += sum(r.epochs_run for r in reports)
+        else:
+            self._load_task_state(index, best[1])
+        search_seconds = time.perf_counter() - search_start
+
+        quantize_start = time.perf_counter()
+        show_training(self.model, owner_id, keep)
+        float_accuracy = evaluate(self.model, task.val, index, cfg.eval_batch_size, self.device)
+        bit_search = self._quantize(task, keep, float_accuracy)
+        quantize_seconds = time.perf_counter() - quantize_start
+
+        assign(self.model, keep, owner_id)
+        owned = {name: int(keep[name].sum()) for name in self.layer_names}
+        report = {
+            "task": owner_id,
+            "name": task.name,
+            "classes": list(task.classes),
+            "prune_ratios": candidates[winner]["prune_ratios"],
+            "candidates": candidates,
+            "winner": winner,
+            "free_weights": {name: int(free[name].sum()) for name in self.layer_names},
+            "owned_weights": owned,
+            "bits": self._task_bits(bit_search),
+            "layer_bits": {name: self._layer_bits(bit_search, name) for name in [*self.layer_names, HEAD]},
+            "val_accuracy_float": float_accuracy,
+            "val_accuracy_quantized": bit_search.accuracy if bit_search else float_accuracy,
+            "within_tolerance": bit_search.within_tolerance if bit_search else True,
+            "bit_search": bit_search.trace if bit_search else [],
+            "epochs_run": epochs_run,
+            "timings": {
+                "train_s": train_seconds,
+                "search_s": search_seconds,
+                "quantize_s": quantize_seconds,
+                "total_s": time.perf_counter() - task_start,
+            },
+        }
+        self.per_task.append(report)
+        return report
+
+    def evaluate_seen(self) -> list[float]:
+        """Test accuracy (percent) of every learned task, each under its own frozen view."""
+        row = []
+        for index in range(len(self.per_task)):
+            show_task(self.model, index + 1)
+            row.append(evaluate(self.model, self.scenario.tasks[index].test, index, self.config.eval_batch_size, self.device))
+        return row
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def _reinitialise(self, free: dict[str, Tensor], index: int, generator: torch.Generator) -> None:
+        """Fresh values for the free weights (method.md §2.1); frozen ones are untouched."""
+        if self.config.free_init == "keep":
+            return
+        with torch.no_grad():
+            for name, layer in prunable_layers(self.model).items():
+                weight = raw_weight(layer)
+                fresh = torch.empty(weight.shape)
+                if self.config.free_init == "layer_default":
+                    # Conv2d / Linear reset_parameters(): kaiming_uniform_ with a = sqrt(5).
+                    nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator)
+                else:
+                    fresh.uniform_(-1.0, 1.0, generator=generator)
+                weight.copy_(torch.where(free[name], fresh.to(weight.device), weight))
+
+    def _train_candidate(
+        self, task: Task, free: dict[str, Tensor], ratios: dict[str, float], generator: torch.Generator, desc: str
+    ) -> tuple[dict[str, Tensor], list[FitReport]]:
+        """Train one candidate; returns its keep mask (the surviving free weights) and fit reports."""
+        cfg = self.config
+        head = task.index
+        weights = {name: raw_weight(layer) for name, layer in prunable_layers(self.model).items()}
+        prune = lambda: {  # noqa: E731
+            name: magnitude_keep_mask(weights[name], free[name], ratios[name]) for name in self.layer_names
+        }
+        reports = []
+        if cfg.prune_schedule == "fixed_mask":
+            # Reference-code-faithful: the magnitude mask is fixed at the start and trained with.
+            keep = prune()
+            reports.append(fit(self.model, head, task.train, task.val, keep, cfg.epochs, self.settings, self.device, generator, desc))
+            return keep, reports
+        reports.append(fit(self.model, head, task.train, task.val, free, cfg.epochs, self.settings, self.device, generator, desc))
+        keep = prune()
+        if cfg.finetune_epochs > 0:
+            reports.append(
+                fit(self.model, head, task.train, task.val, keep, cfg.finetune_epochs, self.settings, self.device, generator, f"{desc} retrain")
+            )
+        return keep, reports
+
+    def _score(self, task: Task, keep: dict[str, Tensor], free: dict[str, Tensor], ratios: dict[str, float]) -> dict[str, Any]:
+        """Validation fitness of a candidate: w * accuracy + (1 - w) * pruned / free weights."""
+        show_training(self.model, task.index + 1, keep)
+        accuracy = evaluate(self.model, task.val, task.index, self.config.eval_batch_size, self.device)
+        n_free = sum(int(free[name].sum()) for name in self.layer_names)
+        n_kept = sum(int(keep[name].sum()) for name in self.layer_names)
+        pruned_fraction = (n_free - n_kept) / n_free if n_free else 0.0
+        w = self.config.fitness_accuracy_weight
+        return {
+            "prune_ratios": ratios,
+            "val_accuracy": accuracy,
+            "pruned_fraction": pruned_fraction,
+            "fitness": w * accuracy / 100.0 + (1.0 - w) * pruned_fraction,
+        }
+
+    def _quantize(self, task: Task, keep: dict[str, Tensor], float_accuracy: float) -> BitSearchResult | None:
+        """Bit-width search over the task's surviving weights and its head; writes the result."""
+        cfg = self.config
+        if cfg.quantizer == "none":
+            return None
+        layers = prunable_layers(self.model)
+        head = self.model.heads[task.index]
+        weights = {name: raw_weight(layers[name]) for name in self.layer_names}
+        weights[HEAD] = head.weight
+        positions = {name: keep[name] for name in self.layer_names}
+        positions[HEAD] = torch.ones_like(head.weight, dtype=torch.bool)
+        values = {name: weights[name].detach()[positions[name]].clone() for name in weights}
+
+        def write(dequantised: dict[str, Tensor]) -> None:
+            with torch.no_grad():
+                for name, v in dequantised.items():
+                    weights[name][positions[name]] = v.to(weights[name].device)
+
+        def score(dequantised: dict[str, Tensor]) -> float:
+            write(dequantised)
+            return evaluate(self.model, task.val, task.index, cfg.eval_batch_size, self.device)
+
+        result = search_bit_widths(
+            values,
+            score,
+            float_accuracy,
+            cfg.quantizer,
+            cfg.max_bits,
+            cfg.min_bits,
+            cfg.tolerance,
+            per_layer=cfg.bit_allocation == "per_layer",
+        )
+        write({name: q.values() for name, q in result.quantized.items()})
+        for name, q in result.quantized.items():
+            self.codebooks[f"{task.index + 1}/{name}"] = q.codebook
+        return result
+
+    def _task_bits(self, search: BitSearchResult | None) -> int | dict[str, int]:
+        if search is None:
+            return FLOAT_BITS
+        widths = set(search.bits.values())
+        return widths.pop() if len(widths) == 1 else dict(search.bits)
+
+    @staticmethod
+    def _layer_bits(search: BitSearchResult | None, name: str) -> int:
+        return FLOAT_BITS if search is None else search.bits[name]
+
+    # --- the state of one task's trainable weights ------------------------------------------------
+
+    def _task_state(self, index: int) -> dict[str, Tensor]:
+        state = {f"body/{name}": raw_weight(layer).detach().clone() for name, layer in prunable_layers(self.model).items()}
+        state.update({f"head/{k}": v.detach().clone() for k, v in self.model.heads[index].state_dict().items()})
+        return state
+
+    def _load_task_state(self, index: int, state: dict[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, layer in prunable_layers(self.model).items():
+                raw_weight(layer).copy_(state[f"body/{name}"])
+            self.model.heads[index].load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head/")})
+
+    # --- results and checkpoints -----------------------------------------------------------------
+
+    def results(self) -> dict[str, Any]:
+        """The results dictionary (schema in the README), from the current state."""
+        owners = owner_maps(self.model)
+        total_weights = sum(o.numel() for o in owners.values())
+        owned = [r["owned_weights"] for r in self.per_task]
+        bits = [{name: r["layer_bits"][name] for name in self.layer_names} for r in self.per_task]
+        T = len(self.acc_matrix)
+        timings = {key: sum(r["timings"][key] for r in self.per_task) for key in ("train_s", "search_s", "quantize_s", "total_s")}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "method": self.config.method,
+            "scenario": self.config.scenario,
+            "model": self.model_name,
+            "seed": self.config.seed,
+            "config": self.config.to_dict(),
+            "environment": environment(self.device),
+            "num_tasks": T,
+            "task_names": [t.name for t in self.scenario.tasks[:T]],
+            "acc_matrix": self.acc_matrix,
+            "acc": metrics.average_accuracy(self.acc_matrix) if T else None,
+            "bwt": metrics.backward_transfer(self.acc_matrix) if T else None,
+            "forgetting": metrics.forgetting(self.acc_matrix) if T else None,
+            "metric_definitions": {
+                "acc": metrics.ACC_DEFINITION,
+                "bwt": metrics.BWT_DEFINITION,
+                "forgetting": metrics.FORGETTING_DEFINITION,
+            },
+            "capacity_used": capacity_used(self.model),
+            "bit_weighted_capacity": metrics.bit_weighted_capacity(owned, bits, total_weights),
+            "bit_widths": [r["bits"] for r in self.per_task],
+            "per_task": self.per_task,
+            "timings": {**timings, "per_task": [r["timings"] for r in self.per_task]},
+        }
+
+    def save_checkpoint(self, directory: str | Path) -> None:
+        """Tensors (model state incl. owner maps, codebooks) and plain data, written atomically."""
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"codebook/{k}": v for k, v in self.codebooks.items()})
+        state = {
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config.to_dict(),
+            "tasks_done": len(self.per_task),
+            "acc_matrix": self.acc_matrix,
+            "per_task": self.per_task,
+        }
+        save_checkpoint(directory, tensors, state)
+
+    def resume(self, directory: str | Path) -> int:
+        """Load the checkpoint in ``directory`` if there is one; returns the next task index."""
+        loaded = load_checkpoint(directory)
+        if loaded is None:
+            return 0
+        tensors, state = loaded
+        saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE_KEYS}
+        current = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE_KEYS}
+        if saved != current:
+            changed = sorted(k for k in current if saved.get(k) != current[k])
+            raise ValueError(
+                f"the checkpoint in {directory} was made with a different config (keys {changed}); "
+                f"use another output folder or delete it to start over"
+            )
+        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        self.model.load_state_dict(model_state)
+        self.codebooks = {k[len("codebook/"):]: v for k, v in tensors.items() if k.startswith("codebook/")}
+        self.acc_matrix = state["acc_matrix"]
+        self.per_task = state["per_task"]
+        done = int(state["tasks_done"])
+        print(f"resumed from {directory}: {done} task(s) already learned", flush=True)
+        return done
+
+
+def _check_body_parameters(model: nn.Module) -> None:
+    # A body parameter outside the masked layers (a bias, an affine BatchNorm) would be shared and
+    # changed by every task: forgetting. The networks are built without any; refuse one that has.
+    masked = {id(raw_weight(layer)) for layer in prunable_layers(model).values()}
+    extra = [name for name, p in model.body.named_parameters() if id(p) not in masked]
+    if extra:
+        raise ValueError(f"body parameters outside the owner-mapped layers would be shared by all tasks: {extra}")
+
+
+def run(config: Config, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Build the learner for ``config`` and run it (resuming from ``out_dir`` if it holds a checkpoint)."""
+    return AdaQPacknet(config).run(out_dir)

@@ -1,0 +1,138 @@
+"""Results and checkpoints on disk: atomic writes, plain data, corruption detected.
+
+- ``write_json``: JSON with ``allow_nan=False`` written to a temporary file and renamed, so a
+  reader never sees half a file.
+- Checkpoints: tensors in safetensors (no pickle), plain data in JSON next to them; the JSON holds
+  the SHA-256 of the tensor file, so a torn or corrupt pair is detected and named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_VERSION = 1
+CHECKPOINT_TENSORS = "checkpoint.safetensors"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+class CorruptFileError(ValueError):
+    """A results or checkpoint file that cannot be trusted; the message names the file."""
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically; NaN/inf and non-JSON types are an error."""
+    text = json.dumps(data, indent=2, allow_nan=False, sort_keys=False) + "\n"
+    _atomic_write_bytes(Path(path), text.encode())
+
+
+def read_json(path: str | Path) -> Any:
+    """Read JSON, naming the file when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CorruptFileError(f"{path} is not valid JSON ({error}); delete it to start over") from error
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Write tensors, then the state JSON that vouches for them (its hash), both atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensor_path = directory / CHECKPOINT_TENSORS
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKPOINT_TENSORS}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        digest = sha256(Path(tmp))
+        os.replace(tmp, tensor_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The JSON is written last: until it names the new hash, the pair reads as inconsistent.
+    write_json(directory / CHECKPOINT_STATE, {**state, "tensors_sha256": digest})
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """``(tensors, state)`` of the checkpoint in ``directory``, or None if there is none."""
+    directory = Path(directory)
+    state_path = directory / CHECKPOINT_STATE
+    tensor_path = directory / CHECKPOINT_TENSORS
+    if not state_path.exists():
+        return None
+    state = read_json(state_path)
+    if not tensor_path.exists():
+        raise CorruptFileError(f"{state_path} refers to {tensor_path}, which is missing")
+    if sha256(tensor_path) != state.get("tensors_sha256"):
+        raise CorruptFileError(
+            f"{tensor_path} does not match the checksum in {state_path}: the checkpoint is corrupt; "
+            f"delete {directory} to start over"
+        )
+    return load_file(tensor_path), state
+
+
+def git_commit() -> str:
+    """The package's git commit (``+dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        run = lambda *args: subprocess.run(  # noqa: E731
+            ["git", *args], cwd=PACKAGE_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, hardware and commit: every number in a results file says where it came from."""
+    packages = {}
+    for name in ("torch", "torchvision", "numpy", "kmeans1d", "safetensors", "scikit-learn", "adaqpacknet"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "packages": packages,
+        "git_commit": git_commit(),
+    }

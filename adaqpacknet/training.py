@@ -1,0 +1,184 @@
+"""Training of a task's free weights with every earlier task's weights kept bit-identical.
+
+Three guards keep frozen weights frozen (shared pitfalls: Adam's weight decay and momentum move
+weights whose gradient is zero):
+1. a fresh Adam per call, over the body's raw weights and the task's own head only;
+2. gradients of non-trainable positions zeroed before each step;
+3. non-trainable positions restored from a snapshot after each step.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .ownership import prunable_layers, raw_weight, show_training
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The optimisation settings ``fit`` needs (a slice of ``Config``)."""
+
+    batch_size: int = 10
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    lr_patience: int = 6
+    lr_factor: float = 0.5
+    early_stop_patience: int = 0  # 0 = off
+    eval_batch_size: int = 1000
+    progress: bool = True
+
+
+@dataclass
+class FitReport:
+    """What one ``fit`` call did: per-epoch history and the epoch whose weights were kept."""
+
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_accuracy: float = 0.0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` takes the GPU when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def _keep_batch(batch):
+    # TaskDataset.__getitems__ already returns an (images, labels) batch: collate nothing.
+    return batch
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    """A DataLoader over a ``TaskDataset`` that fetches whole batches with ``__getitems__``."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_keep_batch)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, head: int, batch_size: int, device: torch.device) -> float:
+    """Accuracy in percent of head ``head`` on ``dataset`` under the model's current mask view."""
+    model.eval()
+    correct = 0
+    total = 0
+    for x, y in loader(dataset, batch_size, shuffle=False):
+        logits = model(x.to(device), head)
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
+
+
+def fit(
+    model: nn.Module,
+    head: int,
+    train_data: Dataset,
+    val_data: Dataset,
+    trainable: dict[str, Tensor],
+    epochs: int,
+    settings: TrainSettings,
+    device: torch.device,
+    generator: torch.Generator,
+    desc: str = "",
+) -> FitReport:
+    """Train the ``trainable`` weights and head ``head`` (task ``head + 1`` in owner ids).
+
+    Uses Adam with the lr halved on validation plateaus; keeps the weights of the epoch with the
+    best validation accuracy (early stopping, when on, ends training after a flat spell).
+    """
+    start = time.perf_counter()
+    task = head + 1
+    show_training(model, task, trainable)
+    layers = prunable_layers(model)
+    weights = {name: raw_weight(layer) for name, layer in layers.items()}
+    masks = {name: trainable[name].to(weights[name].dtype) for name in layers}
+    snapshots = {name: w.detach().clone() for name, w in weights.items()}
+    head_module = model.heads[head]
+    params = list(weights.values()) + list(head_module.parameters())
+    optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    report = FitReport()
+    best_state = _trainable_state(weights, head_module)
+    best_val = -1.0
+    flat_epochs = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = loader(train_data, settings.batch_size, shuffle=True, generator=generator)
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not settings.progress, mininterval=1.0)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=False)
+            logits = model(x, head)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            with torch.no_grad():
+                for name, w in weights.items():
+                    w.grad.mul_(masks[name])
+            optimizer.step()
+            with torch.no_grad():
+                for name, w in weights.items():
+                    w.copy_(torch.where(trainable[name], w, snapshots[name]))
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        val_acc = evaluate(model, val_data, head, settings.eval_batch_size, device)
+        scheduler.step(val_acc)
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum / max(seen, 1),
+            "train_accuracy": 100.0 * correct / max(seen, 1),
+            "val_accuracy": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        report.history.append(row)
+        report.epochs_run = epoch
+        # One plain line per epoch, readable in headless logs where bars do not render.
+        print(
+            f"{desc} epoch {epoch}/{epochs}: loss {row['loss']:.4f} train {row['train_accuracy']:.2f}% "
+            f"val {val_acc:.2f}% lr {row['lr']:.2e} ({row['seconds']:.1f}s)",
+            flush=True,
+        )
+        if val_acc > best_val:
+            best_val, report.best_epoch, flat_epochs = val_acc, epoch, 0
+            best_state = _trainable_state(weights, head_module)
+        else:
+            flat_epochs += 1
+            if settings.early_stop_patience and flat_epochs >= settings.early_stop_patience:
+                break
+    _restore_trainable_state(weights, head_module, best_state)
+    report.best_val_accuracy = best_val
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _trainable_state(weights: dict[str, Tensor], head: nn.Module) -> dict[str, Tensor]:
+    state = {f"body.{name}": w.detach().clone() for name, w in weights.items()}
+    state.update({f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+    return state
+
+
+def _restore_trainable_state(weights: dict[str, Tensor], head: nn.Module, state: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        for name, w in weights.items():
+            w.copy_(state[f"body.{name}"])
+        head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
+
+
+def clone_module_state(model: nn.Module) -> dict[str, Tensor]:
+    """A deep copy of a model's state dict (parametrised weights, owner maps and heads)."""
+    return copy.deepcopy(model.state_dict())

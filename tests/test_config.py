@@ -1,0 +1,71 @@
+"""Config validation: every bad value fails by name, before any data is loaded."""
+
+import pytest
+
+from adaqpacknet.cli import parse_override
+from adaqpacknet.config import Config
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"no_such_key": 1}, "unknown config key"),
+        ({"r_min": -0.1}, "r_min=-0.1 is outside the valid range [0, 1)"),
+        ({"r_max": 1.0}, "r_max=1.0 is outside the valid range [0, 1)"),
+        ({"r_min": 0.7, "r_max": 0.4}, "r_min=0.7 must not exceed r_max=0.4"),
+        ({"max_bits": 9}, "max_bits=9 is outside the valid range 1..8"),
+        ({"max_bits": 0}, "max_bits=0 is outside the valid range 1..8"),
+        ({"min_bits": 0}, "min_bits=0 is outside the valid range 1..8"),
+        ({"tolerance": -1.0}, "tolerance=-1.0 must be a finite number >= 0"),
+        ({"epochs": 0}, "epochs=0 must be >= 1"),
+        ({"scenario": "imagenet"}, "unknown scenario 'imagenet'; valid choices: permuted_mnist"),
+        ({"model": "vgg"}, "unknown model 'vgg'; valid choices: auto, mlp"),
+        ({"quantizer": "lloyd"}, "unknown quantizer 'lloyd'; valid choices: kmeans, linear"),
+        ({"lr": "1e-3"}, "lr='1e-3' has type str; expected float"),
+        ({"download": "yes"}, "download='yes' has type str; expected bool"),
+        ({"epochs": True}, "epochs=True has type bool; expected int"),
+        ({"population": 0}, "population=0 must be >= 1"),
+        ({"val_fraction": 1.5}, "val_fraction=1.5 is outside the valid range (0, 1)"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_them(changes, message):
+    with pytest.raises(ValueError) as error:
+        Config.from_dict(changes)
+    assert message in str(error.value)
+
+
+def test_errors_come_before_any_data_is_loaded(monkeypatch):
+    import adaqpacknet.learner as learner
+
+    def fail(*args, **kwargs):
+        raise AssertionError("data was touched")
+
+    monkeypatch.setattr(learner, "build_scenario", fail)
+    monkeypatch.setattr(learner, "check_data_available", fail)
+    with pytest.raises(ValueError, match="epochs=0"):
+        learner.run(Config.from_dict({"epochs": 0}))
+
+
+def test_round_trip_and_replace():
+    config = Config(scenario="split_digits", epochs=2)
+    assert Config.from_dict(config.to_dict()) == config
+    assert config.replace(seed=3).seed == 3
+    with pytest.raises(ValueError, match="r_min"):
+        config.replace(r_min=2.0)
+
+
+def test_frozen():
+    with pytest.raises(Exception):
+        Config().epochs = 3  # type: ignore[misc]
+
+
+def test_cli_overrides_are_typed_by_field():
+    assert parse_override("lr=1e-3") == ("lr", 1e-3)
+    assert parse_override("epochs=3") == ("epochs", 3)
+    assert parse_override("download=true") == ("download", True)
+    assert parse_override("num_tasks=none") == ("num_tasks", None)
+    assert parse_override("scenario=split_digits") == ("scenario", "split_digits")
+    with pytest.raises(ValueError, match="epochs='three' is not a valid int"):
+        parse_override("epochs=three")
+    with pytest.raises(ValueError, match="unknown config key 'epoch'"):
+        parse_override("epoch=3")

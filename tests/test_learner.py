@@ -1,0 +1,197 @@
+"""The learner end to end on scikit-learn's digits: zero forgetting, determinism, resume."""
+
+import copy
+
+import pytest
+import torch
+
+from adaqpacknet.config import Config
+from adaqpacknet.learner import HEAD, AdaQPacknet
+from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
+from adaqpacknet.results import CorruptFileError, read_json
+
+SMALL = dict(epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
+
+
+def small_config(**changes) -> Config:
+    return Config.from_dict({"scenario": "permuted_digits", "num_tasks": 3, **SMALL, **changes})
+
+
+def without_timings(results: dict) -> dict:
+    results = copy.deepcopy(results)
+    results.pop("timings")
+    for task in results["per_task"]:
+        task.pop("timings")
+    return results
+
+
+@pytest.fixture(scope="module")
+def permuted_run():
+    learner = AdaQPacknet(small_config())
+    states = []
+    for index in range(learner.scenario.num_tasks):
+        learner.learn_task(index)
+        learner.acc_matrix.append(learner.evaluate_seen())
+        states.append(
+            {
+                "weights": {n: raw_weight(l).detach().clone() for n, l in prunable_layers(learner.model).items()},
+                "owners": {n: o.clone() for n, o in owner_maps(learner.model).items()},
+                "heads": copy.deepcopy(learner.model.heads.state_dict()),
+            }
+        )
+    return learner, states
+
+
+def test_frozen_weights_stay_bit_identical_under_adam_with_weight_decay():
+    # A large lr and weight decay make any leak through the optimiser visible at once.
+    learner = AdaQPacknet(small_config(num_tasks=2, lr=0.05, weight_decay=1e-2))
+    learner.learn_task(0)
+    owned = {n: (o == 1).clone() for n, o in owner_maps(learner.model).items()}
+    before = {n: raw_weight(l).detach().clone() for n, l in prunable_layers(learner.model).items()}
+    head_before = copy.deepcopy(learner.model.heads[0].state_dict())
+    learner.learn_task(1)
+    for name, layer in prunable_layers(learner.model).items():
+        after = raw_weight(layer).detach()
+        assert owned[name].any()
+        assert torch.equal(after[owned[name]], before[name][owned[name]]), name
+        assert not torch.equal(after[~owned[name]], before[name][~owned[name]]), "task 2 trained nothing"
+    for key, value in learner.model.heads[0].state_dict().items():
+        assert torch.equal(value, head_before[key])
+
+
+def test_owner_maps_capacity_and_codebooks(permuted_run):
+    learner, states = permuted_run
+    capacity = []
+    for t, state in enumerate(states, start=1):
+        owned = sum(int((o != 0).sum()) for o in state["owners"].values())
+        capacity.append(owned)
+        for name, owner in state["owners"].items():
+            # Each later state keeps every earlier owner id where it was (ownership never moves).
+            for later in states[t:]:
+                earlier_owned = owner != 0
+                assert torch.equal(later["owners"][name][earlier_owned], owner[earlier_owned])
+        report = learner.per_task[t - 1]
+        for name, owner in state["owners"].items():
+            values = state["weights"][name][owner == t]
+            bits = report["layer_bits"][name]
+            assert int(values.numel()) == report["owned_weights"][name]
+            assert len(torch.unique(values)) <= 2**bits
+        head = state["heads"][f"{t - 1}.weight"]
+        assert len(torch.unique(head)) <= 2 ** report["layer_bits"][HEAD]
+    assert capacity == sorted(capacity) and capacity[0] > 0
+    assert learner.results()["capacity_used"]["total"] == pytest.approx(capacity[-1] / sum(o.numel() for o in states[-1]["owners"].values()))
+
+
+def test_zero_forgetting_re_measured(permuted_run):
+    learner, _ = permuted_run
+    results = learner.results()
+    assert results["bwt"] == 0.0 and results["forgetting"] == 0.0
+    matrix = results["acc_matrix"]
+    for j in range(len(matrix)):
+        assert len({row[j] for row in matrix[j:]}) == 1
+    assert learner.evaluate_seen() == matrix[-1]
+    assert results["acc"] > 50.0  # well above chance (10%) even after one epoch
+
+
+def test_results_keys_and_json(permuted_run, tmp_path):
+    from adaqpacknet.results import write_json
+
+    learner, _ = permuted_run
+    results = learner.results()
+    for key in (
+        "method", "scenario", "seed", "config", "environment", "acc_matrix", "acc", "bwt", "forgetting",
+        "capacity_used", "bit_widths", "per_task", "timings",
+    ):
+        assert key in results
+    for task in results["per_task"]:
+        assert set(task["prune_ratios"]) == set(prunable_layers(learner.model))
+        assert 1 <= task["bits"] <= 6
+        assert {"train_s", "search_s", "quantize_s", "total_s"} <= set(task["timings"])
+    write_json(tmp_path / "r.json", results)
+    assert read_json(tmp_path / "r.json")["acc_matrix"] == results["acc_matrix"]
+
+
+def test_same_seed_same_results(tmp_path):
+    a = AdaQPacknet(small_config(num_tasks=2)).run(tmp_path / "a")
+    b = AdaQPacknet(small_config(num_tasks=2)).run(tmp_path / "b")
+    assert without_timings(a) == without_timings(b)
+    c = AdaQPacknet(small_config(num_tasks=2, seed=1)).run()
+    assert c["acc_matrix"] != a["acc_matrix"]
+
+
+def test_interrupted_run_resumes_to_the_same_results(tmp_path, monkeypatch):
+    config = small_config(num_tasks=3)
+    reference = AdaQPacknet(config).run(tmp_path / "reference")
+
+    original = AdaQPacknet.learn_task
+
+    def crash_at_third_task(self, index):
+        if index == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, index)
+
+    monkeypatch.setattr(AdaQPacknet, "learn_task", crash_at_third_task)
+    with pytest.raises(KeyboardInterrupt):
+        AdaQPacknet(config).run(tmp_path / "resumed")
+    assert read_json(tmp_path / "resumed" / "checkpoint.json")["tasks_done"] == 2
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    monkeypatch.setattr(AdaQPacknet, "learn_task", original)
+    resumed = AdaQPacknet(config).run(tmp_path / "resumed")
+    assert without_timings(resumed) == without_timings(reference)
+
+
+def test_resume_refuses_another_config_and_a_corrupt_checkpoint(tmp_path):
+    config = small_config(num_tasks=1)
+    AdaQPacknet(config).run(tmp_path)
+    with pytest.raises(ValueError, match=r"different config \(keys \['epochs'\]\)"):
+        AdaQPacknet(config.replace(epochs=2)).run(tmp_path)
+    tensors = tmp_path / "checkpoint.safetensors"
+    payload = bytearray(tensors.read_bytes())
+    payload[-1] ^= 0xFF
+    tensors.write_bytes(bytes(payload))
+    with pytest.raises(CorruptFileError, match="checkpoint.safetensors does not match the checksum"):
+        AdaQPacknet(config).run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"scenario": "split_digits"},
+        {"quantizer": "linear", "bit_allocation": "per_layer"},
+        {"quantizer": "none", "population": 1},
+        {"prune_schedule": "fixed_mask", "search_keep": "retrain", "free_init": "uniform"},
+    ],
+)
+def test_end_to_end_variants(changes):
+    results = AdaQPacknet(small_config(**{"num_tasks": 2, **changes})).run()
+    assert results["bwt"] == 0.0
+    assert len(results["acc_matrix"]) == results["num_tasks"]
+    assert results["acc"] > 40.0
+    if changes.get("quantizer") == "none":
+        assert results["bit_widths"] == [32] * results["num_tasks"]
+        assert results["method"] == "ada_qpacknet_float"
+
+
+def test_missing_data_stops_before_any_model_is_built(tmp_path, monkeypatch):
+    import adaqpacknet.learner as learner
+    from adaqpacknet.data import DatasetNotFoundError
+
+    monkeypatch.setattr(learner, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(DatasetNotFoundError, match="MNIST") as error:
+        AdaQPacknet(Config(scenario="permuted_mnist", data_root=str(tmp_path)))
+    assert str(tmp_path) in str(error.value)
+
+
+def test_command_line_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "adaqpacknet", "run", "--out", str(tmp_path), "scenario=split_digits",
+               "num_tasks=2", "epochs=1", "batch_size=32", "progress=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "task 2/2 done" in done.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["bwt"] == 0.0
+    bad = subprocess.run([sys.executable, "-m", "adaqpacknet", "run", "r_min=0.9", "r_max=0.1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "r_min=0.9 must not exceed r_max=0.1" in bad.stderr
