@@ -74,7 +74,7 @@ class Config:
 
     # --- machinery -------------------------------------------------------------------------------
     device: str = "auto"  # "auto" picks CUDA when available
-    progress: bool = True  # tqdm bars (one summary line per epoch is printed regardless)
+    progress: bool = True  # tqdm bars on a terminal or in Jupyter; a line per epoch is printed regardless
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -94,7 +94,7 @@ class Config:
         _at_least("batch_size", self.batch_size, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)
         _at_least("population", self.population, 1)
-        _at_least("lr_patience", self.lr_patience, 0)
+        _at_least("lr_patience", self.lr_patience, 1)
         _at_least("early_stop_patience", self.early_stop_patience, 0)
         _in_range("r_min", self.r_min, 0.0, 1.0, "[0, 1)")
         _in_range("r_max", self.r_max, 0.0, 1.0, "[0, 1)")

@@ -38,12 +38,13 @@ from .ownership import (
 from .pruning import magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
 from .results import SCHEMA_VERSION, environment, load_checkpoint, save_checkpoint, write_json
-from .training import FitReport, TrainSettings, evaluate, fit, pick_device
+from .training import FitReport, TrainSettings, evaluate, fit, load_trainable_state, pick_device, trainable_state
 
 HEAD = "head"  # key of the task's head weight among the quantised "layers"
+HEAD_BIAS = "head.bias"
 FLOAT_BITS = 32
 # Settings that may differ between a run and its resumption without changing any result.
-RESUME_FREE_KEYS = ("progress", "device")
+RESUME_FREE_KEYS = ("progress", "device", "data_root", "download")
 
 
 def task_seed(seed: int, task_index: int) -> int:
@@ -136,41 +137,39 @@ class AdaQPacknet:
 
         free = free_masks(self.model)
         self._reinitialise(free, index, generator)
-        start_state = self._task_state(index)
+        start_state = trainable_state(self.model, index)
 
         search_start = time.perf_counter()
         candidates: list[dict[str, Any]] = []
-        best: tuple[float, dict[str, Tensor], dict[str, Tensor]] | None = None
+        winner, winner_state, keep = -1, start_state, free
         train_seconds = 0.0
         epochs_run = 0
         for number in range(cfg.population):
-            self._load_task_state(index, start_state)
+            load_trainable_state(self.model, index, start_state)
             ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, generator)
-            keep, reports = self._train_candidate(task, free, ratios, generator, f"task {owner_id} cand {number + 1}")
+            candidate_keep, reports = self._train_candidate(task, free, ratios, generator, f"task {owner_id} cand {number + 1}")
             train_seconds += sum(r.seconds for r in reports)
             epochs_run += sum(r.epochs_run for r in reports)
-            candidate = self._score(task, keep, free, ratios)
+            candidate = self._score(task, candidate_keep, free, ratios)
             candidates.append(candidate)
             print(
                 f"task {owner_id} candidate {number + 1}/{cfg.population}: val {candidate['val_accuracy']:.2f}% "
                 f"pruned {100 * candidate['pruned_fraction']:.1f}% fitness {candidate['fitness']:.4f}",
                 flush=True,
             )
-            if best is None or candidate["fitness"] > best[0]:
-                best = (candidate["fitness"], self._task_state(index), keep)
-        assert best is not None
-        winner = max(range(len(candidates)), key=lambda i: (candidates[i]["fitness"], -i))
-        keep = best[2]
+            # Strictly better only: on a tie the earlier candidate stays the winner.
+            if winner < 0 or candidate["fitness"] > candidates[winner]["fitness"]:
+                winner, winner_state, keep = number, trainable_state(self.model, index), candidate_keep
         if cfg.search_keep == "retrain" and cfg.population > 1:
             # Reference-code behaviour: retrain from the task's starting point with the winning ratios.
-            self._load_task_state(index, start_state)
+            load_trainable_state(self.model, index, start_state)
             keep, reports = self._train_candidate(
                 task, free, candidates[winner]["prune_ratios"], generator, f"task {owner_id} retrain"
             )
             train_seconds += sum(r.seconds for r in reports)
             epochs_run += sum(r.epochs_run for r in reports)
         else:
-            self._load_task_state(index, best[1])
+            load_trainable_state(self.model, index, winner_state)
         search_seconds = time.perf_counter() - search_start
 
         quantize_start = time.perf_counter()
@@ -191,7 +190,7 @@ class AdaQPacknet:
             "free_weights": {name: int(free[name].sum()) for name in self.layer_names},
             "owned_weights": owned,
             "bits": self._task_bits(bit_search),
-            "layer_bits": {name: self._layer_bits(bit_search, name) for name in [*self.layer_names, HEAD]},
+            "layer_bits": {name: self._layer_bits(bit_search, name) for name in [*self.layer_names, HEAD, HEAD_BIAS]},
             "val_accuracy_float": float_accuracy,
             "val_accuracy_quantized": bit_search.accuracy if bit_search else float_accuracy,
             "within_tolerance": bit_search.within_tolerance if bit_search else True,
@@ -279,9 +278,10 @@ class AdaQPacknet:
         layers = prunable_layers(self.model)
         head = self.model.heads[task.index]
         weights = {name: raw_weight(layers[name]) for name in self.layer_names}
-        weights[HEAD] = head.weight
+        weights[HEAD], weights[HEAD_BIAS] = head.weight, head.bias
         positions = {name: keep[name] for name in self.layer_names}
         positions[HEAD] = torch.ones_like(head.weight, dtype=torch.bool)
+        positions[HEAD_BIAS] = torch.ones_like(head.bias, dtype=torch.bool)
         values = {name: weights[name].detach()[positions[name]].clone() for name in weights}
 
         def write(dequantised: dict[str, Tensor]) -> None:
@@ -317,19 +317,6 @@ class AdaQPacknet:
     @staticmethod
     def _layer_bits(search: BitSearchResult | None, name: str) -> int:
         return FLOAT_BITS if search is None else search.bits[name]
-
-    # --- the state of one task's trainable weights ------------------------------------------------
-
-    def _task_state(self, index: int) -> dict[str, Tensor]:
-        state = {f"body/{name}": raw_weight(layer).detach().clone() for name, layer in prunable_layers(self.model).items()}
-        state.update({f"head/{k}": v.detach().clone() for k, v in self.model.heads[index].state_dict().items()})
-        return state
-
-    def _load_task_state(self, index: int, state: dict[str, Tensor]) -> None:
-        with torch.no_grad():
-            for name, layer in prunable_layers(self.model).items():
-                raw_weight(layer).copy_(state[f"body/{name}"])
-            self.model.heads[index].load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head/")})
 
     # --- results and checkpoints -----------------------------------------------------------------
 
@@ -378,7 +365,7 @@ class AdaQPacknet:
             "acc_matrix": self.acc_matrix,
             "per_task": self.per_task,
         }
-        save_checkpoint(directory, tensors, state)
+        save_checkpoint(directory, tensors, state, tag=f"task{len(self.per_task):03d}")
 
     def resume(self, directory: str | Path) -> int:
         """Load the checkpoint in ``directory`` if there is one; returns the next task index."""

@@ -26,7 +26,8 @@ class WeightMask(nn.Module):
     def __init__(self, shape: torch.Size) -> None:
         super().__init__()
         self.register_buffer("owner", torch.zeros(shape, dtype=torch.uint8))
-        self.register_buffer("mask", torch.ones(shape))
+        # The view is rebuilt from the owner map before every use: not worth storing.
+        self.register_buffer("mask", torch.ones(shape), persistent=False)
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * self.mask
@@ -70,16 +71,6 @@ def owner_maps(model: nn.Module) -> dict[str, Tensor]:
 def free_masks(model: nn.Module) -> dict[str, Tensor]:
     """Boolean masks of the weights no task owns yet."""
     return {name: owner == 0 for name, owner in owner_maps(model).items()}
-
-
-def task_masks(model: nn.Module, task: int) -> dict[str, Tensor]:
-    """Boolean masks of the weights owned by ``task`` (1-based)."""
-    return {name: owner == task for name, owner in owner_maps(model).items()}
-
-
-def num_tasks_frozen(model: nn.Module) -> int:
-    """Highest task id that owns any weight (0 if none)."""
-    return max((int(owner.max()) for owner in owner_maps(model).values()), default=0)
 
 
 def show_task(model: nn.Module, task: int) -> None:

@@ -108,8 +108,9 @@ def search_bit_widths(
     the descent; the descent stops at the first failure and keeps the last accepted setting.
 
     Per-task scheme (the paper's): one width for all layers, from ``max_bits`` down. Per-layer
-    (hybrid extension): after all layers pass at ``max_bits``, each layer in turn is narrowed
-    while the whole network stays within tolerance, so sensitive layers keep more bits.
+    (hybrid extension): after all layers pass at ``max_bits``, each layer's sensitivity is measured
+    (accuracy with that layer alone at ``min_bits``); then, least sensitive first, each layer is
+    narrowed while the whole network stays within tolerance, so sensitive layers keep more bits.
     """
     if not min_bits <= max_bits:
         raise ValueError(f"min_bits={min_bits} must not exceed max_bits={max_bits}")
@@ -129,13 +130,19 @@ def search_bit_widths(
         trace.append({"bits": dict(bits), "accuracy": accuracy, "accepted": ok})
         return ok, accuracy
 
+    def score_only(name: str) -> float:
+        bits = {other: max_bits for other in names}
+        bits[name] = min_bits
+        return score({n: q.values() for n, q in quantized_at(bits).items()})
+
     names = list(values)
     widest = {name: max_bits for name in names}
     ok, best_accuracy = try_bits(widest)
     accepted = dict(widest)
     if ok:
         if per_layer:
-            for name in names:
+            alone_at_min = {name: score_only(name) for name in names}
+            for name in sorted(names, key=lambda n: -alone_at_min[n]):
                 while accepted[name] > min_bits:
                     trial = {**accepted, name: accepted[name] - 1}
                     trial_ok, accuracy = try_bits(trial)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_VERSION = 1
-CHECKPOINT_TENSORS = "checkpoint.safetensors"
+CHECKPOINT_PREFIX = "checkpoint-"  # + tasks done + ".safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
 
@@ -68,12 +68,16 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Write tensors, then the state JSON that vouches for them (its hash), both atomically."""
+def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any], tag: str) -> None:
+    """Write ``checkpoint-<tag>.safetensors``, then the state JSON that names it and vouches for it.
+
+    The old tensor file is removed only after the new JSON is in place, so a kill at any moment
+    leaves one consistent checkpoint: the old pair or the new one.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensor_path = directory / CHECKPOINT_TENSORS
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKPOINT_TENSORS}.", suffix=".tmp")
+    tensor_path = directory / f"{CHECKPOINT_PREFIX}{tag}.safetensors"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{tensor_path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
@@ -82,20 +86,22 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], sta
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # The JSON is written last: until it names the new hash, the pair reads as inconsistent.
-    write_json(directory / CHECKPOINT_STATE, {**state, "tensors_sha256": digest})
+    write_json(directory / CHECKPOINT_STATE, {**state, "tensors_file": tensor_path.name, "tensors_sha256": digest})
+    for stale in directory.glob(f"{CHECKPOINT_PREFIX}*.safetensors"):
+        if stale != tensor_path:
+            stale.unlink()
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """``(tensors, state)`` of the checkpoint in ``directory``, or None if there is none."""
     directory = Path(directory)
     state_path = directory / CHECKPOINT_STATE
-    tensor_path = directory / CHECKPOINT_TENSORS
     if not state_path.exists():
         return None
     state = read_json(state_path)
-    if not tensor_path.exists():
-        raise CorruptFileError(f"{state_path} refers to {tensor_path}, which is missing")
+    tensor_path = directory / str(state.get("tensors_file"))
+    if not tensor_path.is_file():
+        raise CorruptFileError(f"{state_path} refers to {tensor_path}, which is missing; delete {directory} to start over")
     if sha256(tensor_path) != state.get("tensors_sha256"):
         raise CorruptFileError(
             f"{tensor_path} does not match the checksum in {state_path}: the checkpoint is corrupt; "

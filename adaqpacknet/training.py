@@ -9,7 +9,7 @@ weights whose gradient is zero):
 
 from __future__ import annotations
 
-import copy
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -48,11 +48,20 @@ class FitReport:
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` takes the GPU when there is one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
-    return torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        # Reproducible convolutions: cuDNN's autotuner and non-deterministic kernels off.
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
+def _show_bars(progress: bool) -> bool:
+    # Bars on a terminal or in Jupyter; in a redirected log they would be a flood of redraws,
+    # and the per-epoch summary line says what matters.
+    return progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
 
 
 def _keep_batch(batch):
@@ -61,8 +70,14 @@ def _keep_batch(batch):
 
 
 def loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
-    """A DataLoader over a ``TaskDataset`` that fetches whole batches with ``__getitems__``."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_keep_batch)
+    """A DataLoader over a ``TaskDataset`` that fetches whole batches with ``__getitems__``.
+
+    Shuffled (training) loaders drop a last incomplete batch: batch-statistics BatchNorm fails on
+    a batch of one, and reshuffling each epoch means no sample is left out for good.
+    """
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_keep_batch, drop_last=shuffle
+    )
 
 
 @torch.no_grad()
@@ -105,20 +120,24 @@ def fit(
     head_module = model.heads[head]
     params = list(weights.values()) + list(head_module.parameters())
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    # PyTorch reduces after `patience + 1` flat epochs; the protocol (WSN) after `lr_patience`.
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience
+        optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience - 1
     )
     loss_fn = nn.CrossEntropyLoss()
     report = FitReport()
-    best_state = _trainable_state(weights, head_module)
+    best_state = trainable_state(model, head)
     best_val = -1.0
     flat_epochs = 0
     for epoch in range(1, epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Sums stay on the device: a per-batch float() would synchronise the GPU at every step.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         batches = loader(train_data, settings.batch_size, shuffle=True, generator=generator)
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not settings.progress, mininterval=1.0)
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not _show_bars(settings.progress), mininterval=1.0)
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=False)
@@ -132,15 +151,15 @@ def fit(
             with torch.no_grad():
                 for name, w in weights.items():
                     w.copy_(torch.where(trainable[name], w, snapshots[name]))
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
         val_acc = evaluate(model, val_data, head, settings.eval_batch_size, device)
         scheduler.step(val_acc)
         row = {
             "epoch": epoch,
-            "loss": loss_sum / max(seen, 1),
-            "train_accuracy": 100.0 * correct / max(seen, 1),
+            "loss": float(loss_sum) / max(seen, 1),
+            "train_accuracy": 100.0 * int(correct) / max(seen, 1),
             "val_accuracy": val_acc,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - epoch_start,
@@ -155,30 +174,27 @@ def fit(
         )
         if val_acc > best_val:
             best_val, report.best_epoch, flat_epochs = val_acc, epoch, 0
-            best_state = _trainable_state(weights, head_module)
+            best_state = trainable_state(model, head)
         else:
             flat_epochs += 1
             if settings.early_stop_patience and flat_epochs >= settings.early_stop_patience:
                 break
-    _restore_trainable_state(weights, head_module, best_state)
+    load_trainable_state(model, head, best_state)
     report.best_val_accuracy = best_val
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _trainable_state(weights: dict[str, Tensor], head: nn.Module) -> dict[str, Tensor]:
-    state = {f"body.{name}": w.detach().clone() for name, w in weights.items()}
-    state.update({f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+def trainable_state(model: nn.Module, head: int) -> dict[str, Tensor]:
+    """A copy of what training task ``head + 1`` can change: every body weight and its head."""
+    state = {f"body/{name}": raw_weight(layer).detach().clone() for name, layer in prunable_layers(model).items()}
+    state.update({f"head/{k}": v.detach().clone() for k, v in model.heads[head].state_dict().items()})
     return state
 
 
-def _restore_trainable_state(weights: dict[str, Tensor], head: nn.Module, state: dict[str, Tensor]) -> None:
+def load_trainable_state(model: nn.Module, head: int, state: dict[str, Tensor]) -> None:
+    """Put back a ``trainable_state`` copy."""
     with torch.no_grad():
-        for name, w in weights.items():
-            w.copy_(state[f"body.{name}"])
-        head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
-
-
-def clone_module_state(model: nn.Module) -> dict[str, Tensor]:
-    """A deep copy of a model's state dict (parametrised weights, owner maps and heads)."""
-    return copy.deepcopy(model.state_dict())
+        for name, layer in prunable_layers(model).items():
+            raw_weight(layer).copy_(state[f"body/{name}"])
+        model.heads[head].load_state_dict({k[len("head/"):]: v for k, v in state.items() if k.startswith("head/")})

@@ -76,10 +76,29 @@ def test_owner_maps_capacity_and_codebooks(permuted_run):
             bits = report["layer_bits"][name]
             assert int(values.numel()) == report["owned_weights"][name]
             assert len(torch.unique(values)) <= 2**bits
+            # The codebook was fitted on the task's own weights only: every level is used by one.
+            codebook = learner.codebooks[f"{t}/{name}"]
+            assert torch.equal(torch.unique(values), torch.unique(codebook)), name
         head = state["heads"][f"{t - 1}.weight"]
         assert len(torch.unique(head)) <= 2 ** report["layer_bits"][HEAD]
-    assert capacity == sorted(capacity) and capacity[0] > 0
+    assert all(a < b for a, b in zip(capacity, capacity[1:])) and capacity[0] > 0
     assert learner.results()["capacity_used"]["total"] == pytest.approx(capacity[-1] / sum(o.numel() for o in states[-1]["owners"].values()))
+
+
+def test_search_picks_the_fittest_candidate_and_prunes_exactly_its_ratios(permuted_run):
+    learner, _ = permuted_run
+    for report in learner.per_task:
+        fitness = [c["fitness"] for c in report["candidates"]]
+        assert report["winner"] == fitness.index(max(fitness))
+        winner = report["candidates"][report["winner"]]
+        assert report["prune_ratios"] == winner["prune_ratios"]
+        assert report["val_accuracy_float"] == winner["val_accuracy"]
+        for c in report["candidates"]:
+            assert c["fitness"] == pytest.approx(0.8 * c["val_accuracy"] / 100 + 0.2 * c["pruned_fraction"])
+        for name, ratio in winner["prune_ratios"].items():
+            free = report["free_weights"][name]
+            assert 0.4 <= ratio <= 0.7
+            assert report["owned_weights"][name] == free - round(ratio * free)
 
 
 def test_zero_forgetting_re_measured(permuted_run):
@@ -111,11 +130,12 @@ def test_results_keys_and_json(permuted_run, tmp_path):
     assert read_json(tmp_path / "r.json")["acc_matrix"] == results["acc_matrix"]
 
 
-def test_same_seed_same_results(tmp_path):
-    a = AdaQPacknet(small_config(num_tasks=2)).run(tmp_path / "a")
-    b = AdaQPacknet(small_config(num_tasks=2)).run(tmp_path / "b")
+@pytest.mark.parametrize("scenario", ["permuted_digits", "split_digits"])  # MLP; conv net with BatchNorm
+def test_same_seed_same_results(tmp_path, scenario):
+    a = AdaQPacknet(small_config(scenario=scenario, num_tasks=2)).run(tmp_path / "a")
+    b = AdaQPacknet(small_config(scenario=scenario, num_tasks=2)).run(tmp_path / "b")
     assert without_timings(a) == without_timings(b)
-    c = AdaQPacknet(small_config(num_tasks=2, seed=1)).run()
+    c = AdaQPacknet(small_config(scenario=scenario, num_tasks=2, seed=1)).run()
     assert c["acc_matrix"] != a["acc_matrix"]
 
 
@@ -145,11 +165,11 @@ def test_resume_refuses_another_config_and_a_corrupt_checkpoint(tmp_path):
     AdaQPacknet(config).run(tmp_path)
     with pytest.raises(ValueError, match=r"different config \(keys \['epochs'\]\)"):
         AdaQPacknet(config.replace(epochs=2)).run(tmp_path)
-    tensors = tmp_path / "checkpoint.safetensors"
+    (tensors,) = tmp_path.glob("checkpoint-*.safetensors")
     payload = bytearray(tensors.read_bytes())
     payload[-1] ^= 0xFF
     tensors.write_bytes(bytes(payload))
-    with pytest.raises(CorruptFileError, match="checkpoint.safetensors does not match the checksum"):
+    with pytest.raises(CorruptFileError, match=r"checkpoint-task001.safetensors does not match the checksum"):
         AdaQPacknet(config).run(tmp_path)
 
 

@@ -106,3 +106,12 @@ def test_bit_search_that_fails_at_the_widest_setting_says_so():
     values = {"a": torch.randn(100, generator=torch.Generator().manual_seed(5))}
     result = search_bit_widths(values, lambda d: 10.0, 90.0, "linear", 6, 1, tolerance=2.0)
     assert result.bits == {"a": 6} and not result.within_tolerance
+
+
+def test_per_layer_search_narrows_the_least_sensitive_layer_first():
+    g = torch.Generator().manual_seed(6)
+    values = {"a": torch.randn(500, generator=g), "b": torch.randn(500, generator=g)}
+    score = _fake_score({"a": 0.3, "b": 0.05})
+    # In layer order, "a" would take the whole budget (a=2, b=5); by sensitivity "b" goes first.
+    result = search_bit_widths(values, score, 90.0, "kmeans", 6, 1, tolerance=2.0, per_layer=True)
+    assert result.bits == {"a": 3, "b": 1}
