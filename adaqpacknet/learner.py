@@ -12,6 +12,7 @@ After every task the test accuracy of every seen task is re-measured from the fr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -75,6 +76,8 @@ class AdaQPacknet:
             )
         self.scenario = scenario
         self.device = pick_device(config.device)
+        # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
+        self.environment = environment(self.device)
         model_name = scenario.default_model if config.model == "auto" else config.model
         torch.manual_seed(config.seed)
         self.model = build_model(model_name, scenario.input_shape, scenario.classes_per_task)
@@ -86,16 +89,7 @@ class AdaQPacknet:
         self.codebooks: dict[str, Tensor] = {}  # "task/layer" -> codebook (float32)
         self.acc_matrix: list[list[float]] = []
         self.per_task: list[dict[str, Any]] = []
-        self.settings = TrainSettings(
-            batch_size=config.batch_size,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            lr_patience=config.lr_patience,
-            lr_factor=config.lr_factor,
-            early_stop_patience=config.early_stop_patience,
-            eval_batch_size=config.eval_batch_size,
-            progress=config.progress,
-        )
+        self.settings = TrainSettings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainSettings)})
 
     # --- the task loop ---------------------------------------------------------------------------
 
@@ -335,7 +329,7 @@ class AdaQPacknet:
             "model": self.model_name,
             "seed": self.config.seed,
             "config": self.config.to_dict(),
-            "environment": environment(self.device),
+            "environment": self.environment,
             "num_tasks": T,
             "task_names": [t.name for t in self.scenario.tasks[:T]],
             "acc_matrix": self.acc_matrix,

@@ -23,16 +23,16 @@ from .ownership import prunable_layers, raw_weight, show_training
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The optimisation settings ``fit`` needs (a slice of ``Config``)."""
+    """The optimisation settings ``fit`` needs: a slice of ``Config``, same names and meaning."""
 
-    batch_size: int = 10
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
-    lr_patience: int = 6
-    lr_factor: float = 0.5
-    early_stop_patience: int = 0  # 0 = off
-    eval_batch_size: int = 1000
-    progress: bool = True
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_patience: int
+    lr_factor: float
+    early_stop_patience: int  # 0 = off
+    eval_batch_size: int
+    progress: bool
 
 
 @dataclass

@@ -215,3 +215,28 @@ def test_command_line_run(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["bwt"] == 0.0
     bad = subprocess.run([sys.executable, "-m", "adaqpacknet", "run", "r_min=0.9", "r_max=0.1"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "r_min=0.9 must not exceed r_max=0.1" in bad.stderr
+
+
+def test_a_killed_process_resumes_to_the_same_results(tmp_path):
+    """SIGKILL a real run after its first checkpoint; the restarted run ends where an unbroken one does."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["scenario=permuted_digits", "num_tasks=3", "epochs=2", "batch_size=16", "progress=false"]
+    command = [sys.executable, "-m", "adaqpacknet", "run"]
+    subprocess.run([*command, "--out", str(tmp_path / "whole"), *args], check=True, capture_output=True, timeout=300)
+    victim = subprocess.Popen([*command, "--out", str(tmp_path / "killed"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "checkpoint.json"
+    deadline = time.monotonic() + 240
+    while not state.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert json.loads(state.read_text())["tasks_done"] < 3, "the run ended before it could be killed"
+    subprocess.run([*command, "--out", str(tmp_path / "killed"), *args], check=True, capture_output=True, timeout=300)
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert without_timings(resumed) == without_timings(whole)
