@@ -13,6 +13,7 @@ After every task the test accuracy of every seen task is re-measured from the fr
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import math
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ from .ownership import (
 from .pruning import magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
 from .results import SCHEMA_VERSION, environment, load_checkpoint, save_checkpoint, write_json
-from .training import FitReport, TrainSettings, evaluate, fit, load_trainable_state, pick_device, trainable_state
+from .training import TrainSettings, evaluate, fit, load_trainable_state, pick_device, trainable_state
 
 HEAD = "head"  # key of the task's head weight among the quantised "layers"
 HEAD_BIAS = "head.bias"
@@ -118,83 +119,93 @@ class AdaQPacknet:
         return results
 
     def learn_task(self, index: int) -> dict[str, Any]:
-        """Search, train, prune, quantise and freeze task ``index`` (0-based)."""
+        """Search, train, prune, quantise and freeze task ``index`` (0-based); returns its report.
+
+        The four steps are public so that a notebook can stop between them and look (the method
+        tour does): ``start_task`` -> ``search_sparsity`` -> ``quantize_task`` -> ``freeze_task``.
+        """
+        step = self.start_task(index)
+        self.search_sparsity(step)
+        self.quantize_task(step)
+        return self.freeze_task(step)
+
+    def start_task(self, index: int) -> "TaskStep":
+        """Seed the task's randomness and re-initialise the free weights."""
         if index != len(self.per_task):
             raise ValueError(f"task {index} cannot be learned now: the next task is {len(self.per_task)}")
-        cfg = self.config
-        task = self.scenario.tasks[index]
-        owner_id = index + 1
-        seed = task_seed(cfg.seed, index)
+        seed = task_seed(self.config.seed, index)
         torch.manual_seed(seed)  # dropout
-        generator = torch.Generator().manual_seed(seed)  # initialisation, ratios, batch order
-        task_start = time.perf_counter()
+        step = TaskStep(
+            index=index,
+            task=self.scenario.tasks[index],
+            generator=torch.Generator().manual_seed(seed),  # initialisation, ratios, batch order
+            free=free_masks(self.model),
+            started=time.perf_counter(),
+        )
+        self._reinitialise(step.free, step.generator)
+        return step
 
-        free = free_masks(self.model)
-        self._reinitialise(free, index, generator)
-        start_state = trainable_state(self.model, index)
-
+    def search_sparsity(self, step: "TaskStep") -> None:
+        """Train and prune ``population`` candidates; leave the fittest one's weights in place."""
+        cfg, index, owner_id = self.config, step.index, step.index + 1
         search_start = time.perf_counter()
-        candidates: list[dict[str, Any]] = []
-        winner, winner_state, keep = -1, start_state, free
-        train_seconds = 0.0
-        epochs_run = 0
+        start_state = trainable_state(self.model, index)
+        winner_state = start_state
         for number in range(cfg.population):
             load_trainable_state(self.model, index, start_state)
-            ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, generator)
-            candidate_keep, reports = self._train_candidate(task, free, ratios, generator, f"task {owner_id} cand {number + 1}")
-            train_seconds += sum(r.seconds for r in reports)
-            epochs_run += sum(r.epochs_run for r in reports)
-            candidate = self._score(task, candidate_keep, free, ratios)
-            candidates.append(candidate)
+            ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, step.generator)
+            keep = self._train_candidate(step, ratios, f"task {owner_id} cand {number + 1}")
+            candidate = self._score(step.task, keep, step.free, ratios)
+            step.candidates.append(candidate)
             print(
                 f"task {owner_id} candidate {number + 1}/{cfg.population}: val {candidate['val_accuracy']:.2f}% "
                 f"pruned {100 * candidate['pruned_fraction']:.1f}% fitness {candidate['fitness']:.4f}",
                 flush=True,
             )
             # Strictly better only: on a tie the earlier candidate stays the winner.
-            if winner < 0 or candidate["fitness"] > candidates[winner]["fitness"]:
-                winner, winner_state, keep = number, trainable_state(self.model, index), candidate_keep
+            if step.winner < 0 or candidate["fitness"] > step.candidates[step.winner]["fitness"]:
+                step.winner, winner_state, step.keep = number, trainable_state(self.model, index), keep
         if cfg.search_keep == "retrain" and cfg.population > 1:
             # Reference-code behaviour: retrain from the task's starting point with the winning ratios.
             load_trainable_state(self.model, index, start_state)
-            keep, reports = self._train_candidate(
-                task, free, candidates[winner]["prune_ratios"], generator, f"task {owner_id} retrain"
-            )
-            train_seconds += sum(r.seconds for r in reports)
-            epochs_run += sum(r.epochs_run for r in reports)
+            step.keep = self._train_candidate(step, step.candidates[step.winner]["prune_ratios"], f"task {owner_id} retrain")
         else:
             load_trainable_state(self.model, index, winner_state)
-        search_seconds = time.perf_counter() - search_start
+        step.timings["search_s"] = time.perf_counter() - search_start
 
+    def quantize_task(self, step: "TaskStep") -> None:
+        """Record the float validation accuracy, then run the bit-width search (unless float)."""
         quantize_start = time.perf_counter()
-        show_training(self.model, owner_id, keep)
-        float_accuracy = evaluate(self.model, task.val, index, cfg.eval_batch_size, self.device)
-        bit_search = self._quantize(task, keep, float_accuracy)
-        quantize_seconds = time.perf_counter() - quantize_start
+        show_training(self.model, step.index + 1, step.keep)
+        step.float_accuracy = evaluate(self.model, step.task.val, step.index, self.config.eval_batch_size, self.device)
+        step.bit_search = self._quantize(step.task, step.keep, step.float_accuracy)
+        step.timings["quantize_s"] = time.perf_counter() - quantize_start
 
-        assign(self.model, keep, owner_id)
-        owned = {name: int(keep[name].sum()) for name in self.layer_names}
+    def freeze_task(self, step: "TaskStep") -> dict[str, Any]:
+        """The survivors become owned by the task; the pruned weights return to the free pool."""
+        owner_id, search = step.index + 1, step.bit_search
+        assign(self.model, step.keep, owner_id)
         report = {
             "task": owner_id,
-            "name": task.name,
-            "classes": list(task.classes),
-            "prune_ratios": candidates[winner]["prune_ratios"],
-            "candidates": candidates,
-            "winner": winner,
-            "free_weights": {name: int(free[name].sum()) for name in self.layer_names},
-            "owned_weights": owned,
-            "bits": self._task_bits(bit_search),
-            "layer_bits": {name: self._layer_bits(bit_search, name) for name in [*self.layer_names, HEAD, HEAD_BIAS]},
-            "val_accuracy_float": float_accuracy,
-            "val_accuracy_quantized": bit_search.accuracy if bit_search else float_accuracy,
-            "within_tolerance": bit_search.within_tolerance if bit_search else True,
-            "bit_search": bit_search.trace if bit_search else [],
-            "epochs_run": epochs_run,
+            "name": step.task.name,
+            "classes": list(step.task.classes),
+            "prune_ratios": step.candidates[step.winner]["prune_ratios"],
+            "candidates": step.candidates,
+            "winner": step.winner,
+            "free_weights": {name: int(step.free[name].sum()) for name in self.layer_names},
+            "owned_weights": {name: int(step.keep[name].sum()) for name in self.layer_names},
+            "bits": self._task_bits(search),
+            "layer_bits": {name: self._layer_bits(search, name) for name in [*self.layer_names, HEAD, HEAD_BIAS]},
+            "val_accuracy_float": step.float_accuracy,
+            "val_accuracy_quantized": search.accuracy if search else step.float_accuracy,
+            "within_tolerance": search.within_tolerance if search else True,
+            "bit_search": search.trace if search else [],
+            "epochs_run": step.epochs_run,
             "timings": {
-                "train_s": train_seconds,
-                "search_s": search_seconds,
-                "quantize_s": quantize_seconds,
-                "total_s": time.perf_counter() - task_start,
+                "train_s": step.timings["train_s"],
+                "search_s": step.timings["search_s"],
+                "quantize_s": step.timings["quantize_s"],
+                "total_s": time.perf_counter() - step.started,
             },
         }
         self.per_task.append(report)
@@ -210,7 +221,7 @@ class AdaQPacknet:
 
     # --- steps ------------------------------------------------------------------------------------
 
-    def _reinitialise(self, free: dict[str, Tensor], index: int, generator: torch.Generator) -> None:
+    def _reinitialise(self, free: dict[str, Tensor], generator: torch.Generator) -> None:
         """Fresh values for the free weights (method.md §2.1); frozen ones are untouched."""
         if self.config.free_init == "keep":
             return
@@ -225,29 +236,29 @@ class AdaQPacknet:
                     fresh.uniform_(-1.0, 1.0, generator=generator)
                 weight.copy_(torch.where(free[name], fresh.to(weight.device), weight))
 
-    def _train_candidate(
-        self, task: Task, free: dict[str, Tensor], ratios: dict[str, float], generator: torch.Generator, desc: str
-    ) -> tuple[dict[str, Tensor], list[FitReport]]:
-        """Train one candidate; returns its keep mask (the surviving free weights) and fit reports."""
-        cfg = self.config
-        head = task.index
+    def _train_candidate(self, step: "TaskStep", ratios: dict[str, float], desc: str) -> dict[str, Tensor]:
+        """Train one candidate; returns its keep mask (the surviving free weights)."""
+        cfg, task, free = self.config, step.task, step.free
         weights = {name: raw_weight(layer) for name, layer in prunable_layers(self.model).items()}
-        prune = lambda: {  # noqa: E731
-            name: magnitude_keep_mask(weights[name], free[name], ratios[name]) for name in self.layer_names
-        }
-        reports = []
+
+        def prune() -> dict[str, Tensor]:
+            return {name: magnitude_keep_mask(weights[name], free[name], ratios[name]) for name in self.layer_names}
+
+        def train(trainable: dict[str, Tensor], epochs: int, label: str) -> None:
+            report = fit(self.model, task.index, task.train, task.val, trainable, epochs, self.settings, self.device, step.generator, label)
+            step.timings["train_s"] += report.seconds
+            step.epochs_run += report.epochs_run
+
         if cfg.prune_schedule == "fixed_mask":
             # Reference-code-faithful: the magnitude mask is fixed at the start and trained with.
             keep = prune()
-            reports.append(fit(self.model, head, task.train, task.val, keep, cfg.epochs, self.settings, self.device, generator, desc))
-            return keep, reports
-        reports.append(fit(self.model, head, task.train, task.val, free, cfg.epochs, self.settings, self.device, generator, desc))
+            train(keep, cfg.epochs, desc)
+            return keep
+        train(free, cfg.epochs, desc)
         keep = prune()
         if cfg.finetune_epochs > 0:
-            reports.append(
-                fit(self.model, head, task.train, task.val, keep, cfg.finetune_epochs, self.settings, self.device, generator, f"{desc} retrain")
-            )
-        return keep, reports
+            train(keep, cfg.finetune_epochs, f"{desc} retrain")
+        return keep
 
     def _score(self, task: Task, keep: dict[str, Tensor], free: dict[str, Tensor], ratios: dict[str, float]) -> dict[str, Any]:
         """Validation fitness of a candidate: w * accuracy + (1 - w) * pruned / free weights."""
@@ -383,6 +394,24 @@ class AdaQPacknet:
         done = int(state["tasks_done"])
         print(f"resumed from {directory}: {done} task(s) already learned", flush=True)
         return done
+
+
+@dataclass
+class TaskStep:
+    """A task between ``start_task`` and ``freeze_task``: what each step hands to the next."""
+
+    index: int
+    task: Task
+    generator: torch.Generator
+    free: dict[str, Tensor]  # weights no earlier task owns
+    started: float
+    keep: dict[str, Tensor] = field(default_factory=dict)  # the winner's surviving free weights
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    winner: int = -1
+    float_accuracy: float = 0.0
+    bit_search: BitSearchResult | None = None
+    epochs_run: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "search_s": 0.0, "quantize_s": 0.0})
 
 
 def _check_body_parameters(model: nn.Module) -> None:
