@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from .config import Config
 from .learner import run
+from .results import PACKAGE_ROOT
 
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -48,13 +50,45 @@ def default_out_dir(config: Config) -> Path:
     return Path("runs") / config.scenario / f"{config.method}-seed{config.seed}"
 
 
+def check_profile_data(profile_dir: Path) -> int:
+    """Fail (exit 1, naming every missing dataset) before a profile trains anything."""
+    import yaml
+
+    from .data import DatasetNotFoundError, check_data_available
+
+    files = sorted(profile_dir.glob("*.yaml"))
+    if not files:
+        print(f"error: no parameter files in {profile_dir}", file=sys.stderr)
+        return 1
+    problems = []
+    for path in files:
+        params = yaml.safe_load(path.read_text()) or {}
+        if "scenario" not in params:
+            continue
+        root = params.get("data_root", "data")
+        root = root if Path(root).is_absolute() else str(PACKAGE_ROOT / root)
+        try:
+            check_data_available(params["scenario"], root)
+        except DatasetNotFoundError as error:
+            problems.append(f"{path.name}: {error}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"data found for every scenario in {profile_dir}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adaqpacknet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="learn every task of a scenario and write results.json")
     run_parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<scenario>/<method>-seed<seed>)")
     run_parser.add_argument("overrides", nargs="*", metavar="key=value", help="Config fields, e.g. epochs=3 seed=1")
+    check_parser = sub.add_parser("check-data", help="check that every scenario of a parameter profile has its data")
+    check_parser.add_argument("profile_dir", type=Path, help="a folder of notebook parameter files, e.g. notebooks/params/paper")
     args = parser.parse_args(argv)
+    if args.command == "check-data":
+        return check_profile_data(args.profile_dir)
     try:
         config = Config.from_dict(dict(parse_override(o) for o in args.overrides))
     except ValueError as error:

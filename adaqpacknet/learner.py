@@ -352,6 +352,11 @@ class AdaQPacknet:
                 "bwt": metrics.BWT_DEFINITION,
                 "forgetting": metrics.FORGETTING_DEFINITION,
             },
+            "weights": {
+                "body": total_weights,
+                "per_layer": {name: o.numel() for name, o in owners.items()},
+                "heads": [{"weight": h.weight.numel(), "bias": h.bias.numel()} for h in self.model.heads[:T]],
+            },
             "capacity_used": capacity_used(self.model),
             "bit_weighted_capacity": metrics.bit_weighted_capacity(owned, bits, total_weights),
             "bit_widths": [r["bits"] for r in self.per_task],

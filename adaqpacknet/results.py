@@ -45,10 +45,14 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (temporary file, then rename)."""
+    _atomic_write_bytes(Path(path), text.encode())
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically; NaN/inf and non-JSON types are an error."""
-    text = json.dumps(data, indent=2, allow_nan=False, sort_keys=False) + "\n"
-    _atomic_write_bytes(Path(path), text.encode())
+    write_text(path, json.dumps(data, indent=2, allow_nan=False, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -58,6 +62,45 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CorruptFileError(f"{path} is not valid JSON ({error}); delete it to start over") from error
+
+
+# The results file of one run (README: "Results file"): key -> type(s) it must have.
+RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "method": str,
+    "scenario": str,
+    "model": str,
+    "seed": int,
+    "config": dict,
+    "environment": dict,
+    "num_tasks": int,
+    "task_names": list,
+    "acc_matrix": list,
+    "acc": (int, float),
+    "bwt": (int, float),
+    "forgetting": (int, float),
+    "metric_definitions": dict,
+    "weights": dict,
+    "capacity_used": dict,
+    "bit_weighted_capacity": (int, float),
+    "bit_widths": list,
+    "per_task": list,
+    "timings": dict,
+}
+
+
+def check_run_schema(run: dict[str, Any]) -> None:
+    """Raise ValueError naming every missing or mistyped key of a run's results."""
+    problems = [f"missing {key!r}" for key in RUN_SCHEMA if key not in run]
+    problems += [
+        f"{key!r} is {type(run[key]).__name__}, expected {kind}"
+        for key, kind in RUN_SCHEMA.items()
+        if key in run and not isinstance(run[key], kind)
+    ]
+    if run.get("acc_matrix") is not None and len(run["acc_matrix"]) != run.get("num_tasks"):
+        problems.append("acc_matrix has not one row per task")
+    if problems:
+        raise ValueError("results do not follow the schema: " + "; ".join(problems))
 
 
 def sha256(path: Path) -> str:

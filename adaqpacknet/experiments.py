@@ -1,0 +1,111 @@
+"""Experiment drivers for the notebooks: run methods over seeds, cache runs, write notebook results.
+
+A run's folder is named by a hash of its config, so two notebooks asking for the same run share
+it (the second resumes a finished checkpoint and returns at once), and a changed parameter gets a
+folder of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from .cli import parse_override
+from .config import Config
+from .learner import RESUME_FREE_KEYS, AdaQPacknet
+from .results import PACKAGE_ROOT, read_json, write_json
+
+NOTEBOOK_SCHEMA_VERSION = 1
+
+# Each method is a set of Config changes on top of a notebook's settings.
+METHODS: dict[str, dict[str, Any]] = {
+    "ada_qpacknet": {},
+    "ada_qpacknet_float": {"quantizer": "none"},
+}
+
+
+def resolve(path: str | Path) -> Path:
+    """A path relative to the repository root (notebooks run with another working directory)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PACKAGE_ROOT / path
+
+
+def config_hash(config: Config) -> str:
+    """Short hash of the settings that change results (not progress bars, device or data path)."""
+    relevant = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_KEYS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_dir(config: Config, runs_root: str | Path) -> Path:
+    """``<runs_root>/<scenario>/<method>/<config hash>-seed<seed>``."""
+    return resolve(runs_root) / config.scenario / config.method / f"{config_hash(config)}-seed{config.seed}"
+
+
+def method_config(method: str, settings: dict[str, Any], seed: int) -> Config:
+    """The Config of ``method`` on ``settings`` with ``seed``; bad names and values fail here."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
+    settings = dict(settings)
+    if settings.get("data_root"):
+        settings["data_root"] = str(resolve(settings["data_root"]))
+    return Config.from_dict({**settings, **METHODS[method], "seed": seed})
+
+
+def settings(overrides: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    """Config fields from a notebook's parameters, plus ``"key=value"`` overrides for any other field."""
+    return {**fields, **dict(parse_override(o) for o in overrides or [])}
+
+
+def results_file(results_path: str, profile: str, notebook: str) -> Path:
+    """Where a notebook writes its results: ``results_path``, or results/<profile>/<notebook>.json."""
+    return resolve(results_path or f"results/{profile}/{notebook}.json")
+
+
+def run_methods(
+    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path
+) -> list[dict[str, Any]]:
+    """Results of every (method, seed), each run resumed from its folder when it exists.
+
+    Every config is built (and so validated) before the first run starts.
+    """
+    configs = [method_config(m, settings, s) for m in methods for s in seeds]
+    results = []
+    for number, config in enumerate(configs, start=1):
+        print(f"run {number}/{len(configs)}: {config.method} on {config.scenario}, seed {config.seed}", flush=True)
+        results.append(AdaQPacknet(config).run(run_dir(config, runs_root)))
+    return results
+
+
+def load_learner(config: Config, runs_root: str | Path) -> AdaQPacknet:
+    """A learner restored from the finished run of ``config`` (run first if needed)."""
+    learner = AdaQPacknet(config)
+    folder = run_dir(config, runs_root)
+    learner.run(folder)
+    return learner
+
+
+def notebook_results(notebook: str, profile: str, parameters: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """The results JSON every notebook writes: what ran, with which parameters, and its data."""
+    return {
+        "schema_version": NOTEBOOK_SCHEMA_VERSION,
+        "notebook": notebook,
+        "profile": profile,
+        "parameters": parameters,
+        **sections,
+    }
+
+
+def write_notebook_results(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write a notebook's results atomically; it is the make target, so it is written last."""
+    path = resolve(path)
+    write_json(path, data)
+    print(f"results written to {path}")
+    return path
+
+
+def read_notebook_results(folder: str | Path, keep: Callable[[dict[str, Any]], bool] = lambda d: True) -> list[dict[str, Any]]:
+    """Every notebook results JSON in ``folder`` (sorted by name) that ``keep`` accepts."""
+    found = [read_json(p) for p in sorted(resolve(folder).glob("*.json"))]
+    return [d for d in found if keep(d)]

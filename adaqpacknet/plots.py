@@ -1,0 +1,276 @@
+"""Figures from results files, in one style, saved as PDF and PNG that are identical on rerun.
+
+The style lives here, not in a ``matplotlibrc`` (matplotlib reads that from the working
+directory, which differs between Jupyter, papermill and the command line).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from .tables import setting
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "pdf.fonttype": 42,  # TrueType in PDFs: editable text, accepted by publishers
+    "svg.hashsalt": "adaqpacknet",
+}
+
+
+def use_style() -> None:
+    """Seaborn's theme first, then the package's settings on top of it."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+    plt.rcParams.update(STYLE)
+
+
+def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
+    """``<stem>.pdf`` and ``<stem>.png`` with fixed metadata (no dates), written atomically."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, metadata in ((".pdf", {"CreationDate": None, "ModDate": None}), (".png", {})):
+        path = stem.with_suffix(suffix)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=suffix[1:], metadata=metadata, bbox_inches="tight")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(path)
+    return written
+
+
+def _runs(notebooks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, runs = set(), []
+    for nb in notebooks:
+        for run in nb.get("runs", []):
+            key = (run["scenario"], run["method"], run["seed"], run["acc"], run["num_tasks"])
+            if key not in seen:  # runs shared by several notebooks count once
+                seen.add(key)
+                runs.append(run)
+    return runs
+
+
+def _grouped(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for run in runs:
+        groups.setdefault(setting(run), {}).setdefault(run["method"], []).append(run)
+    return groups
+
+
+def _mean_matrix(runs: list[dict[str, Any]]) -> np.ndarray:
+    T = runs[0]["num_tasks"]
+    full = np.full((len(runs), T, T), np.nan)
+    for r, run in enumerate(runs):
+        for i, row in enumerate(run["acc_matrix"]):
+            full[r, i, : len(row)] = row
+    return np.nanmean(full, axis=0) if len(runs) else full[0]
+
+
+def accuracy_matrices(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
+    """Heatmaps of R[i, j] (mean over seeds), one per scenario and method."""
+    groups = _grouped(_runs(notebooks))
+    rows = len(groups)
+    cols = max(len(m) for m in groups.values())
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
+    for r, (scenario, methods) in enumerate(groups.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(methods):
+                ax.axis("off")
+                continue
+            method, runs = list(methods.items())[c]
+            matrix = _mean_matrix(runs)
+            T = matrix.shape[0]
+            sns.heatmap(
+                matrix, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=T <= 10, fmt=".0f",
+                annot_kws={"size": 6}, cbar=c == len(methods) - 1, mask=np.isnan(matrix),
+                xticklabels=range(1, T + 1), yticklabels=range(1, T + 1),
+            )
+            ax.grid(False)
+            ax.set_title(f"{scenario}\n{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+            ax.set_xlabel("evaluated task j")
+            ax.set_ylabel("after training task i")
+    fig.tight_layout()
+    return fig
+
+
+def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
+    """Test accuracy of every task after the last one, mean ± std over seeds, per method."""
+    groups = _grouped(_runs(notebooks))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.0), squeeze=False)
+    for ax, (scenario, methods) in zip(axes[0], groups.items()):
+        for method, runs in methods.items():
+            last = np.array([run["acc_matrix"][-1] for run in runs])
+            tasks = np.arange(1, last.shape[1] + 1)
+            ax.errorbar(tasks, last.mean(0), yerr=last.std(0), marker="o", ms=3, capsize=2, label=method)
+        ax.set_title(scenario)
+        ax.set_xlabel("task")
+        ax.set_ylabel("final test accuracy (%)")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _first_run(methods: dict[str, list[dict[str, Any]]], prefer: str = "ada_qpacknet") -> dict[str, Any]:
+    runs = methods.get(prefer) or next(iter(methods.values()))
+    return min(runs, key=lambda run: run["seed"])
+
+
+def capacity_by_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
+    """Per layer, after each task, the share of weights owned by each task (stacked), lowest seed."""
+    groups = _grouped(_runs(notebooks))
+    runs = [_first_run(methods) for methods in groups.values()]
+    cols = max(len(run["weights"]["per_layer"]) for run in runs)
+    fig, axes = plt.subplots(len(runs), cols, figsize=(2.6 * cols, 2.5 * len(runs)), squeeze=False, sharey=True)
+    for r, run in enumerate(runs):
+        T = run["num_tasks"]
+        palette = sns.color_palette("viridis", T)
+        layers = run["weights"]["per_layer"]
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(layers):
+                ax.axis("off")
+                continue
+            layer, size = list(layers.items())[c]
+            bottom = np.zeros(T)
+            for k, task in enumerate(run["per_task"]):
+                share = np.array([0.0] * k + [100 * task["owned_weights"][layer] / size] * (T - k))
+                ax.bar(np.arange(1, T + 1), share, bottom=bottom, color=palette[k], width=0.85, label=f"task {k + 1}")
+                bottom += share
+            ax.set_title(f"{setting(run)}\n{layer}")
+            ax.set_xticks(np.arange(1, T + 1))
+            ax.set_xlabel("after task")
+            ax.set_ylim(0, 100)
+        axes[r][0].set_ylabel("weights owned (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="owner")
+    fig.tight_layout()
+    return fig
+
+
+def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
+    """Per scenario: the bit width chosen per task (mean ± std over seeds) and the per-layer ratios."""
+    groups = _grouped(_runs(notebooks))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
+    for (ax_bits, ax_ratio), (scenario, methods) in zip(axes, groups.items()):
+        runs = methods.get("ada_qpacknet", [])
+        if runs:
+            # A per-layer allocation shows as the task's mean width over its layers.
+            bits = np.array([[np.mean(list(t["bits"].values())) if isinstance(t["bits"], dict) else t["bits"] for t in run["per_task"]] for run in runs])
+            tasks = np.arange(1, bits.shape[1] + 1)
+            ax_bits.errorbar(tasks, bits.mean(0), yerr=bits.std(0), marker="o", ms=3, capsize=2)
+        ax_bits.set_title(f"{scenario}: bit width per task")
+        ax_bits.set_xlabel("task")
+        ax_bits.set_ylabel("bits")
+        run = _first_run(methods)
+        for layer in run["per_task"][0]["prune_ratios"]:
+            ratios = [t["prune_ratios"][layer] for t in run["per_task"]]
+            ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, marker="o", ms=3, label=layer)
+        ax_ratio.set_title(f"{scenario}: prune ratio per layer (seed {run['seed']})")
+        ax_ratio.set_xlabel("task")
+        ax_ratio.set_ylabel("pruned share of free weights")
+        ax_ratio.legend(ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_size(runs_table) -> plt.Figure:
+    """ACC against estimated size per method (mean ± std over seeds), one panel per scenario."""
+    scenarios = list(dict.fromkeys(runs_table["setting"]))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.0), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        rows = runs_table[runs_table["setting"] == scenario]
+        for method, group in rows.groupby("method", sort=False):
+            ax.errorbar(
+                group["size_kib"].mean(), group["acc"].mean(), xerr=group["size_kib"].std(ddof=0),
+                yerr=group["acc"].std(ddof=0), marker="o", capsize=2, label=method,
+            )
+        ax.set_xscale("log")
+        ax.set_title(scenario)
+        ax.set_xlabel("estimated size (KiB, log)")
+        ax.set_ylabel("ACC (%)")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_bits(sweep_table) -> plt.Figure:
+    """Test accuracy of each task quantised alone, mean ± std over tasks and seeds, per quantiser."""
+    scenarios = list(dict.fromkeys(sweep_table["setting"]))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.0), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        rows = sweep_table[sweep_table["setting"] == scenario]
+        for quantizer, group in rows[rows["quantizer"] != "float"].groupby("quantizer", sort=False):
+            stats = group.groupby("bits")["accuracy"].agg(["mean", "std"]).fillna(0.0)
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", ms=3, capsize=2, label=quantizer)
+        float_accuracy = rows[rows["quantizer"] == "float"]["accuracy"].mean()
+        ax.axhline(float_accuracy, color="black", linestyle="--", linewidth=1, label="float32")
+        ax.set_title(scenario)
+        ax.set_xlabel("bits per weight")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --- the method tour: one task, step by step ------------------------------------------------------
+
+
+def pruning_histogram(weights, free, keep, layer: str) -> plt.Figure:
+    """Trained free weights of one layer: the survivors against the pruned (smallest-magnitude) ones."""
+    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+    kept = weights[keep].cpu().numpy()
+    pruned = weights[free & ~keep].cpu().numpy()
+    bins = np.linspace(float(weights[free].min()), float(weights[free].max()), 80)
+    ax.hist(pruned, bins=bins, alpha=0.7, label=f"pruned ({len(pruned)})")
+    ax.hist(kept, bins=bins, alpha=0.7, label=f"kept ({len(kept)})")
+    ax.set_title(f"{layer}: trained free weights")
+    ax.set_xlabel("weight")
+    ax.set_ylabel("count")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def codebook_histogram(float_values, codebook, layer: str, bits: int) -> plt.Figure:
+    """A layer's surviving float weights with the codebook levels they are quantised to."""
+    fig, ax = plt.subplots(figsize=(5.0, 2.8))
+    ax.hist(float_values.cpu().numpy(), bins=80, alpha=0.8, label="float survivors")
+    for level in codebook.cpu().numpy():
+        ax.axvline(level, color="black", linewidth=0.8)
+    ax.set_title(f"{layer}: {len(codebook)} levels at {bits} bits (vertical lines)")
+    ax.set_xlabel("weight")
+    ax.set_ylabel("count")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def owner_map_image(owner, layer: str) -> plt.Figure:
+    """A layer's owner map as an image (0 = free); conv weights are shown as (out, in*k*k)."""
+    image = owner.reshape(owner.shape[0], -1).cpu().numpy()
+    fig, ax = plt.subplots(figsize=(6.0, 2.4))
+    shown = ax.imshow(image, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=max(1, int(image.max())))
+    fig.colorbar(shown, ax=ax, label="owner task (0 = free)")
+    ax.set_title(f"{layer}: owner map")
+    ax.set_xlabel("input")
+    ax.set_ylabel("output unit")
+    fig.tight_layout()
+    return fig

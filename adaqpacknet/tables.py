@@ -1,0 +1,131 @@
+"""Tables from results files: one row per run, then mean +- std over seeds, as Markdown and LaTeX.
+
+- T1 task-incremental results: ACC, BWT, forgetting, capacity and (estimated) size per method and
+  scenario;
+- T2 quantisation: accuracy and size of float, linear and k-means at each bit width;
+- T3 cost: train, search and quantisation time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import metrics
+from .results import write_text
+
+T1_CAPTION = (
+    "T1: task-incremental results, mean ± std over seeds. ACC = mean final test accuracy (%); "
+    "BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) in pp; capacity = share of "
+    "body weights owned; size = estimated storage (owner map, codes, codebooks, heads) in KiB."
+)
+T2_CAPTION = (
+    "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
+    "mean ± std over tasks and seeds; size = codes + codebooks of the task's weights in KiB."
+)
+SPARSITY_CAPTION = (
+    "T1b: sparsity-search ablation, Ada-QPacknet with P search candidates per task or one fixed "
+    "prune ratio for every layer and task; columns as in T1."
+)
+T3_CAPTION = (
+    "T3: cost per run in seconds, mean ± std over seeds: training (all candidates), the sparsity "
+    "search (training included) and the bit-width search."
+)
+
+
+def setting(run: dict[str, Any]) -> str:
+    """What makes runs comparable: scenario, network and number of tasks."""
+    return f"{run['scenario']} ({run['model']}, {run['num_tasks']} tasks)"
+
+
+def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd.DataFrame:
+    """One row per run found in the notebooks' ``section`` ("runs", or "variants" of an ablation,
+    whose runs are labelled by their ``variant``)."""
+    rows = []
+    for nb in notebooks:
+        for run in nb.get(section, []):
+            bits = [t["layer_bits"] for t in run["per_task"]]
+            owned = [t["owned_weights"] for t in run["per_task"]]
+            total_owned = sum(sum(o.values()) for o in owned)
+            mean_bits = sum(n * b[layer] for o, b in zip(owned, bits) for layer, n in o.items()) / max(total_owned, 1)
+            rows.append(
+                {
+                    "notebook": nb["notebook"],
+                    "setting": setting(run),
+                    "scenario": run["scenario"],
+                    "model": run["model"],
+                    "method": run.get("variant", run["method"]),
+                    "seed": run["seed"],
+                    "tasks": run["num_tasks"],
+                    "acc": run["acc"],
+                    "bwt": run["bwt"],
+                    "forgetting": run["forgetting"],
+                    "capacity": 100 * run["capacity_used"]["total"],
+                    "mean_bits": mean_bits,
+                    "size_kib": metrics.estimated_size_bytes(run) / 1024,
+                    "train_s": run["timings"]["train_s"],
+                    "search_s": run["timings"]["search_s"],
+                    "quantize_s": run["timings"]["quantize_s"],
+                    "total_s": run["timings"]["total_s"],
+                }
+            )
+    frame = pd.DataFrame(rows)
+    # The same run can appear in several notebooks (shared run folders): count it once.
+    return frame.drop_duplicates(subset=["setting", "method", "seed", "acc"]) if len(frame) else frame
+
+
+def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.DataFrame:
+    """``mean ± std`` strings (std over the group, 0 for one run) with the given decimals."""
+    grouped = frame.groupby(by, sort=False)
+    out = grouped.size().rename("runs").to_frame()
+    for column, decimals in columns.items():
+        mean = grouped[column].mean()
+        std = grouped[column].std(ddof=1).fillna(0.0)
+        out[column] = [f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(mean, std)]
+    return out.reset_index()
+
+
+def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
+    """T1: ACC, BWT, forgetting, capacity, mean bits and size per scenario and method."""
+    return mean_std(
+        runs, ["scenario", "model", "tasks", "method"],
+        {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1},
+    )
+
+
+def table_t3(runs: pd.DataFrame) -> pd.DataFrame:
+    """T3: training, search and quantisation seconds per scenario and method."""
+    return mean_std(runs, ["scenario", "model", "tasks", "method"], {"train_s": 1, "search_s": 1, "quantize_s": 1, "total_s": 1})
+
+
+def sweep_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (notebook run, task, quantizer, bits) from the notebooks' ``sweep`` sections."""
+    rows = [
+        {"setting": sweep["setting"], "scenario": sweep["scenario"], "seed": sweep["seed"], **row}
+        for nb in notebooks
+        for sweep in nb.get("sweeps", [])
+        for row in sweep["rows"]
+    ]
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["size_kib"] = (frame["code_bits"] + frame["codebook_bits"]) / 8 / 1024
+    return frame
+
+
+def table_t2(sweep: pd.DataFrame) -> pd.DataFrame:
+    """T2: accuracy and size per scenario, quantizer and bit width (mean ± std over tasks and seeds)."""
+    ordered = sweep.sort_values(["setting", "quantizer", "bits"], ascending=[True, True, False])
+    table = mean_std(ordered, ["setting", "quantizer", "bits"], {"accuracy": 2, "size_kib": 2})
+    return table.rename(columns={"runs": "tasks x seeds"})
+
+
+def write_table(frame: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
+    """``<stem>.md`` (caption, then a pipe table) and ``<stem>.tex`` (a LaTeX table)."""
+    stem = Path(stem)
+    markdown = stem.with_suffix(".md")
+    latex = stem.with_suffix(".tex")
+    write_text(markdown, f"{caption}\n\n{frame.to_markdown(index=False)}\n")
+    write_text(latex, frame.to_latex(index=False, caption=caption, label=f"tab:{stem.name}").replace("±", r"$\pm$"))
+    return [markdown, latex]

@@ -1,0 +1,51 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (adaqpacknet)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 11 · Split tasks
+#
+# **Claim.** On class-split tasks (disjoint class groups, one head per task), Ada-QPacknet learns every task without forgetting (BWT = 0) with each task's weights stored at a few bits.
+
+# %% tags=["parameters"]
+profile: str = "default"  # parameter profile: names the output folders
+results_path: str = ""  # "" = results/<profile>/11_split.json under the repository root
+progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
+scenario: str = "split_fashion_mnist"  # split_cifar100 for the paper's protocol
+methods: list = ["ada_qpacknet", "ada_qpacknet_float"]  # names in adaqpacknet.experiments.METHODS
+seeds: list = [0, 1, 2]
+num_tasks: int = 0  # 0 = the scenario's own number of tasks
+model: str = "auto"  # "auto" = the scenario's protocol network
+epochs: int = 2  # training epochs of the free weights, per candidate (protocol: up to 200 with early stopping)
+finetune_epochs: int = 1  # retraining epochs after pruning
+batch_size: int = 64  # protocol: 64
+population: int = 2  # sparsity-search candidates
+data_root: str = "data"  # relative to the repository root
+overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
+
+# %%
+from adaqpacknet import experiments, tables
+
+settings = experiments.settings(
+    overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
+    batch_size=batch_size, population=population, data_root=data_root, progress=progress,
+)
+runs = experiments.run_methods(methods, seeds, settings, f"runs/{profile}")
+
+# %%
+results = experiments.notebook_results("11_split", profile, {"methods": methods, "seeds": seeds, "settings": settings}, runs=runs)
+tables.table_t1(tables.runs_frame([results]))
+
+# %%
+experiments.write_notebook_results(experiments.results_file(results_path, profile, "11_split"), results);

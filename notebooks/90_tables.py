@@ -1,0 +1,64 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (adaqpacknet)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 90 · Tables
+#
+# **Claim.** Every table of the package is generated from the results files of this profile's
+# experiment notebooks, with mean ± std over seeds; nothing is typed in by hand.
+
+# %% tags=["parameters"]
+profile: str = "default"  # whose results to read: results/<profile>/
+results_path: str = ""  # "" = results/<profile>/90_tables.json under the repository root
+progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
+
+# %%
+from adaqpacknet import experiments, tables
+
+notebooks = experiments.read_notebook_results(f"results/{profile}", keep=lambda nb: nb["notebook"][:1] != "9")
+out = experiments.resolve(f"tables/{profile}")
+runs = tables.runs_frame(notebooks)
+sweep = tables.sweep_frame(notebooks)
+variants = tables.runs_frame(notebooks, section="variants")
+written = {}
+
+# %%
+t1 = tables.table_t1(runs)
+written["t1"] = tables.write_table(t1, out / "t1_task_incremental", tables.T1_CAPTION)
+t1
+
+# %%
+if len(sweep):
+    t2 = tables.table_t2(sweep)
+    written["t2"] = tables.write_table(t2, out / "t2_quantization", tables.T2_CAPTION)
+    display(t2)
+
+# %%
+t3 = tables.table_t3(runs)
+written["t3"] = tables.write_table(t3, out / "t3_cost", tables.T3_CAPTION)
+t3
+
+# %%
+if len(variants):
+    ablation = tables.table_t1(variants)
+    written["sparsity"] = tables.write_table(ablation, out / "t1b_sparsity_search", tables.SPARSITY_CAPTION)
+    display(ablation)
+
+# %%
+results = experiments.notebook_results(
+    "90_tables", profile, {}, tables={k: [str(p.relative_to(experiments.resolve("."))) for p in v] for k, v in written.items()},
+    t1=t1.to_dict(orient="records"),
+)
+experiments.write_notebook_results(experiments.results_file(results_path, profile, "90_tables"), results);

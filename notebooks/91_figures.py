@@ -1,0 +1,47 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (adaqpacknet)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 91 · Figures
+#
+# **Claim.** Every figure of the package is drawn from the results files of this profile's experiment
+# notebooks, in one style, as PDF and PNG files that are byte-identical when nothing changed.
+
+# %% tags=["parameters"]
+profile: str = "default"  # whose results to read: results/<profile>/
+results_path: str = ""  # "" = results/<profile>/91_figures.json under the repository root
+progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
+
+# %%
+from adaqpacknet import experiments, plots, tables
+
+plots.use_style()
+notebooks = experiments.read_notebook_results(f"results/{profile}", keep=lambda nb: nb["notebook"][:1] != "9")
+out = experiments.resolve(f"figures/{profile}")
+sweep = tables.sweep_frame(notebooks)
+figures = {
+    "accuracy_matrices": plots.accuracy_matrices(notebooks),
+    "final_accuracy_per_task": plots.final_accuracy_per_task(notebooks),
+    "capacity_by_task": plots.capacity_by_task(notebooks),
+    "bits_and_prune_ratios": plots.bits_and_prune_ratios(notebooks),
+    "accuracy_vs_size": plots.accuracy_vs_size(tables.runs_frame(notebooks)),
+}
+if len(sweep):
+    figures["accuracy_vs_bits"] = plots.accuracy_vs_bits(sweep)
+written = {name: [str(p.relative_to(experiments.resolve("."))) for p in plots.save(fig, out / name)] for name, fig in figures.items()}
+
+# %%
+results = experiments.notebook_results("91_figures", profile, {}, figures=written)
+experiments.write_notebook_results(experiments.results_file(results_path, profile, "91_figures"), results);

@@ -1,0 +1,147 @@
+"""Notebooks: paired, stripped, parameterised consistently, and run headless end to end (smoke)."""
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from adaqpacknet.cli import check_profile_data
+from adaqpacknet.experiments import read_notebook_results
+from adaqpacknet.results import check_run_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
+EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost"]
+EXPECTED_FIGURES = [
+    "accuracy_matrices", "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
+    "accuracy_vs_size", "accuracy_vs_bits",
+]
+
+
+def parameters_of(script: Path) -> dict[str, str]:
+    """name -> annotation of the notebook's parameters cell."""
+    notebook = jupytext.read(script)
+    cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{script.name}: exactly one cell tagged 'parameters'"
+    tree = ast.parse(cells[0].source)
+    assert all(isinstance(node, ast.AnnAssign) for node in tree.body), f"{script.name}: every parameter typed"
+    return {node.target.id: ast.unparse(node.annotation) for node in tree.body}
+
+
+@pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_paired_stripped_and_claims_something(script):
+    paired = script.with_suffix(".ipynb")
+    assert paired.exists(), f"{paired.name} missing: run `make notebooks`"
+    stored = nbformat.read(paired, as_version=4)
+    source = jupytext.read(script)
+    assert [c.source for c in stored.cells] == [c.source for c in source.cells], f"{paired.name} is out of sync: run `make notebooks`"
+    for cell in stored.cells:
+        if cell.cell_type == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None, f"{paired.name} has outputs"
+    assert stored.cells[0].cell_type == "markdown" and "**Claim.**" in stored.cells[0].source
+    params = parameters_of(script)
+    assert {"profile", "results_path", "progress"} <= set(params)
+
+
+TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_parameters_exist_and_have_the_declared_types(profile):
+    for path in sorted((ROOT / "notebooks" / "params" / profile).glob("*.yaml")):
+        script = ROOT / "notebooks" / f"{path.stem}.py"
+        assert script.exists(), f"{path} has no notebook {script.name}"
+        declared = parameters_of(script)
+        for name, value in (yaml.safe_load(path.read_text()) or {}).items():
+            assert name in declared, f"{path}: {name!r} is not a parameter of {script.name} ({sorted(declared)})"
+            assert isinstance(value, TYPES[declared[name]]), f"{path}: {name}={value!r} is not a {declared[name]}"
+
+
+def test_every_profile_covers_the_report_notebooks():
+    for profile in PROFILES:
+        stems = {p.stem for p in (ROOT / "notebooks" / "params" / profile).glob("*.yaml")}
+        assert {"90_tables", "91_figures", "10_permuted", "11_split"} <= stems, profile
+
+
+def make(*args, **kwargs):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, timeout=1200, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """`make reproduce PROFILE=smoke` into a fresh results folder: every notebook executes."""
+    results_root = tmp_path_factory.mktemp("results")
+    done = make("reproduce", "PROFILE=smoke", f"RESULTS_ROOT={results_root}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return results_root / "smoke", done
+
+
+def test_smoke_profile_runs_every_notebook_headless(smoke_results):
+    folder, done = smoke_results
+    stems = {p.stem for p in (ROOT / "notebooks" / "params" / "smoke").glob("*.yaml")}
+    assert {p.stem for p in folder.glob("*.json")} == stems
+    for nb in read_notebook_results(folder):
+        assert {"schema_version", "notebook", "profile", "parameters"} <= set(nb)
+        assert nb["profile"] == "smoke"
+        for run in nb.get("runs", []) + nb.get("variants", []) + ([nb["tour_run"]] if "tour_run" in nb else []):
+            check_run_schema(run)
+            assert run["bwt"] == 0.0
+    # Headless logs carry one line per epoch, no progress-bar redraws.
+    assert "epoch 1/1" in done.stdout + done.stderr
+    assert "\r" not in done.stdout
+
+
+def test_smoke_profile_builds_every_table_and_figure(smoke_results):
+    folder, _ = smoke_results
+    tables = json.loads((folder / "90_tables.json").read_text())["tables"]
+    figures = json.loads((folder / "91_figures.json").read_text())["figures"]
+    assert sorted(tables) == sorted(["t1", "t2", "t3", "sparsity"])
+    assert sorted(figures) == sorted(EXPECTED_FIGURES)
+    for name in EXPECTED_TABLES:
+        for suffix in (".md", ".tex"):
+            assert (ROOT / "tables" / "smoke" / f"{name}{suffix}").stat().st_size > 0
+    for name in EXPECTED_FIGURES:
+        for suffix in (".pdf", ".png"):
+            assert (ROOT / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 0
+
+
+def test_nothing_stale_means_nothing_runs(smoke_results):
+    folder, _ = smoke_results
+    again = make("reproduce", "PROFILE=smoke", f"RESULTS_ROOT={folder.parent}")
+    assert again.returncode == 0
+    assert "papermill" not in again.stdout
+
+
+def test_a_failing_notebook_stops_make_and_leaves_no_result(tmp_path):
+    params = tmp_path / "params" / "broken"
+    params.mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / "params" / "smoke" / "11_split.yaml", params / "11_split.yaml")
+    with open(params / "11_split.yaml", "a") as handle:
+        handle.write("overrides: ['epochs=0']\n")
+    target = tmp_path / "results" / "broken" / "11_split.json"
+    done = make(str(target), "PROFILE=broken", f"PARAMS_ROOT={tmp_path / 'params'}", f"RESULTS_ROOT={tmp_path / 'results'}")
+    assert done.returncode != 0
+    assert "epochs=0 must be >= 1" in done.stdout + done.stderr
+    assert not target.exists()
+
+
+def test_missing_data_stops_a_profile_before_training(tmp_path, capsys):
+    profile = tmp_path / "paper"
+    profile.mkdir()
+    for path in (ROOT / "notebooks" / "params" / "paper").glob("*.yaml"):
+        params = yaml.safe_load(path.read_text()) or {}
+        params["data_root"] = str(tmp_path / "nothing-here")
+        (profile / path.name).write_text(yaml.safe_dump(params))
+    assert check_profile_data(profile) == 1
+    err = capsys.readouterr().err
+    for dataset in ("mnist", "cifar100", "tinyimagenet"):
+        assert f"Dataset '{dataset}' not found" in err
