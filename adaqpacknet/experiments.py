@@ -78,6 +78,16 @@ def run_methods(
     return results
 
 
+def scenario_notebook(
+    notebook: str, profile: str, results_path: str, methods: list[str], seeds: list[int], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The body of every scenario notebook: run the methods over the seeds, write the results JSON."""
+    runs = run_methods(methods, seeds, settings, f"runs/{profile}")
+    results = notebook_results(notebook, profile, {"methods": methods, "seeds": seeds, "settings": settings}, runs=runs)
+    write_notebook_results(results_file(results_path, profile, notebook), results)
+    return results
+
+
 def load_learner(config: Config, runs_root: str | Path) -> AdaQPacknet:
     """A learner restored from the finished run of ``config`` (run first if needed)."""
     learner = AdaQPacknet(config)

@@ -79,6 +79,7 @@ class AdaQPacknet:
         self.device = pick_device(config.device)
         # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
         self.environment = environment(self.device)
+        self.resumed_in: list[dict[str, Any]] = []  # environments of the processes that resumed
         model_name = scenario.default_model if config.model == "auto" else config.model
         torch.manual_seed(config.seed)
         self.model = build_model(model_name, scenario.input_shape, scenario.classes_per_task)
@@ -341,6 +342,7 @@ class AdaQPacknet:
             "seed": self.config.seed,
             "config": self.config.to_dict(),
             "environment": self.environment,
+            "resumed_in": self.resumed_in,
             "num_tasks": T,
             "task_names": [t.name for t in self.scenario.tasks[:T]],
             "acc_matrix": self.acc_matrix,
@@ -374,6 +376,8 @@ class AdaQPacknet:
             "tasks_done": len(self.per_task),
             "acc_matrix": self.acc_matrix,
             "per_task": self.per_task,
+            "environment": self.environment,
+            "resumed_in": self.resumed_in,
         }
         save_checkpoint(directory, tensors, state, tag=f"task{len(self.per_task):03d}")
 
@@ -396,6 +400,9 @@ class AdaQPacknet:
         self.codebooks = {k[len("codebook/"):]: v for k, v in tensors.items() if k.startswith("codebook/")}
         self.acc_matrix = state["acc_matrix"]
         self.per_task = state["per_task"]
+        # The results describe the process that trained the first task; each resumption is listed.
+        self.resumed_in = [*state["resumed_in"], self.environment]
+        self.environment = state["environment"]
         done = int(state["tasks_done"])
         print(f"resumed from {directory}: {done} task(s) already learned", flush=True)
         return done

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import seaborn as sns
 
@@ -122,6 +123,7 @@ def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
             ax.errorbar(tasks, last.mean(0), yerr=last.std(0), marker="o", ms=3, capsize=2, label=method)
         ax.set_title(scenario)
         ax.set_xlabel("task")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("final test accuracy (%)")
         ax.legend()
     fig.tight_layout()
@@ -178,6 +180,8 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
             ax_bits.errorbar(tasks, bits.mean(0), yerr=bits.std(0), marker="o", ms=3, capsize=2)
         ax_bits.set_title(f"{scenario}: bit width per task")
         ax_bits.set_xlabel("task")
+        ax_bits.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_bits.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax_bits.set_ylabel("bits")
         run = _first_run(methods)
         for layer in run["per_task"][0]["prune_ratios"]:
@@ -185,6 +189,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
             ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, marker="o", ms=3, label=layer)
         ax_ratio.set_title(f"{scenario}: prune ratio per layer (seed {run['seed']})")
         ax_ratio.set_xlabel("task")
+        ax_ratio.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_ratio.set_ylabel("pruned share of free weights")
         ax_ratio.legend(ncol=2)
     fig.tight_layout()

@@ -73,6 +73,7 @@ RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "seed": int,
     "config": dict,
     "environment": dict,
+    "resumed_in": list,
     "num_tasks": int,
     "task_names": list,
     "acc_matrix": list,

@@ -41,11 +41,5 @@ settings = experiments.settings(
     overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
     batch_size=batch_size, population=population, data_root=data_root, progress=progress,
 )
-runs = experiments.run_methods(methods, seeds, settings, f"runs/{profile}")
-
-# %%
-results = experiments.notebook_results("11_split", profile, {"methods": methods, "seeds": seeds, "settings": settings}, runs=runs)
+results = experiments.scenario_notebook("11_split", profile, results_path, methods, seeds, settings)
 tables.table_t1(tables.runs_frame([results]))
-
-# %%
-experiments.write_notebook_results(experiments.results_file(results_path, profile, "11_split"), results);

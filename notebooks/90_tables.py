@@ -20,14 +20,16 @@
 # experiment notebooks, with mean ± std over seeds; nothing is typed in by hand.
 
 # %% tags=["parameters"]
-profile: str = "default"  # whose results to read: results/<profile>/
+profile: str = "default"  # whose results to read: the folder of results_path, by default results/<profile>/
 results_path: str = ""  # "" = results/<profile>/90_tables.json under the repository root
 progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
 
 # %%
 from adaqpacknet import experiments, tables
 
-notebooks = experiments.read_notebook_results(f"results/{profile}", keep=lambda nb: nb["notebook"][:1] != "9")
+# Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
+folder = experiments.results_file(results_path, profile, "90_tables").parent
+notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
 out = experiments.resolve(f"tables/{profile}")
 runs = tables.runs_frame(notebooks)
 sweep = tables.sweep_frame(notebooks)

@@ -20,7 +20,7 @@
 # notebooks, in one style, as PDF and PNG files that are byte-identical when nothing changed.
 
 # %% tags=["parameters"]
-profile: str = "default"  # whose results to read: results/<profile>/
+profile: str = "default"  # whose results to read: the folder of results_path, by default results/<profile>/
 results_path: str = ""  # "" = results/<profile>/91_figures.json under the repository root
 progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
 
@@ -28,7 +28,9 @@ progress: bool = True  # unused: no training here (kept so every notebook takes 
 from adaqpacknet import experiments, plots, tables
 
 plots.use_style()
-notebooks = experiments.read_notebook_results(f"results/{profile}", keep=lambda nb: nb["notebook"][:1] != "9")
+# Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
+folder = experiments.results_file(results_path, profile, "91_figures").parent
+notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
 out = experiments.resolve(f"figures/{profile}")
 sweep = tables.sweep_frame(notebooks)
 figures = {

@@ -20,6 +20,7 @@ def small_config(**changes) -> Config:
 def without_timings(results: dict) -> dict:
     results = copy.deepcopy(results)
     results.pop("timings")
+    results.pop("resumed_in")
     for task in results["per_task"]:
         task.pop("timings")
     return results

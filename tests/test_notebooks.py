@@ -119,6 +119,10 @@ def test_nothing_stale_means_nothing_runs(smoke_results):
     again = make("reproduce", "PROFILE=smoke", f"RESULTS_ROOT={folder.parent}")
     assert again.returncode == 0
     assert "papermill" not in again.stdout
+    # A changed parameter file reruns that experiment, then the tables and figures, nothing else.
+    changed = make("-n", "-W", "notebooks/params/smoke/11_split.yaml", "reproduce", "PROFILE=smoke", f"RESULTS_ROOT={folder.parent}")
+    reruns = [line.split(" -f ")[1].split()[0] for line in changed.stdout.splitlines() if "papermill" in line]
+    assert [Path(r).stem for r in reruns] == ["11_split", "90_tables", "91_figures"]
 
 
 def test_a_failing_notebook_stops_make_and_leaves_no_result(tmp_path):
