@@ -60,13 +60,16 @@ def check_profile_data(profile_dir: Path) -> int:
     if not files:
         print(f"error: no parameter files in {profile_dir}", file=sys.stderr)
         return 1
-    problems = []
+    problems, checked = [], set()
     for path in files:
         params = yaml.safe_load(path.read_text()) or {}
         if "scenario" not in params:
             continue
         root = params.get("data_root", "data")
         root = root if Path(root).is_absolute() else str(PACKAGE_ROOT / root)
+        if (params["scenario"], root) in checked:  # several notebooks share a scenario: report it once
+            continue
+        checked.add((params["scenario"], root))
         try:
             check_data_available(params["scenario"], root)
         except DatasetNotFoundError as error:

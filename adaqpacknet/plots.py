@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 import numpy as np
 import seaborn as sns
 
-from .tables import setting
+from .tables import setting, unique_runs
 
 STYLE = {
     "figure.dpi": 110,
@@ -58,14 +58,7 @@ def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
 
 
 def _runs(notebooks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen, runs = set(), []
-    for nb in notebooks:
-        for run in nb.get("runs", []):
-            key = (run["scenario"], run["method"], run["seed"], run["acc"], run["num_tasks"])
-            if key not in seen:  # runs shared by several notebooks count once
-                seen.add(key)
-                runs.append(run)
-    return runs
+    return [run for _, run in unique_runs(notebooks)]
 
 
 def _grouped(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:

@@ -40,40 +40,53 @@ def setting(run: dict[str, Any]) -> str:
     return f"{run['scenario']} ({run['model']}, {run['num_tasks']} tasks)"
 
 
+def unique_runs(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> list[tuple[str, dict[str, Any]]]:
+    """``(notebook, run)`` for every run in the notebooks' ``section``, each run once.
+
+    Run folders are shared between notebooks (20 re-uses 10's float runs), so the same run can be
+    listed twice; it is identified by its setting, method label, seed and result.
+    """
+    seen, found = set(), []
+    for nb in notebooks:
+        for run in nb.get(section, []):
+            key = (setting(run), run.get("variant", run["method"]), run["seed"], run["acc"])
+            if key not in seen:
+                seen.add(key)
+                found.append((nb["notebook"], run))
+    return found
+
+
 def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd.DataFrame:
     """One row per run found in the notebooks' ``section`` ("runs", or "variants" of an ablation,
     whose runs are labelled by their ``variant``)."""
     rows = []
-    for nb in notebooks:
-        for run in nb.get(section, []):
-            bits = [t["layer_bits"] for t in run["per_task"]]
-            owned = [t["owned_weights"] for t in run["per_task"]]
-            total_owned = sum(sum(o.values()) for o in owned)
-            mean_bits = sum(n * b[layer] for o, b in zip(owned, bits) for layer, n in o.items()) / max(total_owned, 1)
-            rows.append(
-                {
-                    "notebook": nb["notebook"],
-                    "setting": setting(run),
-                    "scenario": run["scenario"],
-                    "model": run["model"],
-                    "method": run.get("variant", run["method"]),
-                    "seed": run["seed"],
-                    "tasks": run["num_tasks"],
-                    "acc": run["acc"],
-                    "bwt": run["bwt"],
-                    "forgetting": run["forgetting"],
-                    "capacity": 100 * run["capacity_used"]["total"],
-                    "mean_bits": mean_bits,
-                    "size_kib": metrics.estimated_size_bytes(run) / 1024,
-                    "train_s": run["timings"]["train_s"],
-                    "search_s": run["timings"]["search_s"],
-                    "quantize_s": run["timings"]["quantize_s"],
-                    "total_s": run["timings"]["total_s"],
-                }
-            )
-    frame = pd.DataFrame(rows)
-    # The same run can appear in several notebooks (shared run folders): count it once.
-    return frame.drop_duplicates(subset=["setting", "method", "seed", "acc"]) if len(frame) else frame
+    for notebook, run in unique_runs(notebooks, section):
+        bits = [t["layer_bits"] for t in run["per_task"]]
+        owned = [t["owned_weights"] for t in run["per_task"]]
+        total_owned = sum(sum(o.values()) for o in owned)
+        mean_bits = sum(n * b[layer] for o, b in zip(owned, bits) for layer, n in o.items()) / max(total_owned, 1)
+        rows.append(
+            {
+                "notebook": notebook,
+                "setting": setting(run),
+                "scenario": run["scenario"],
+                "model": run["model"],
+                "method": run.get("variant", run["method"]),
+                "seed": run["seed"],
+                "tasks": run["num_tasks"],
+                "acc": run["acc"],
+                "bwt": run["bwt"],
+                "forgetting": run["forgetting"],
+                "capacity": 100 * run["capacity_used"]["total"],
+                "mean_bits": mean_bits,
+                "size_kib": metrics.estimated_size_bytes(run) / 1024,
+                "train_s": run["timings"]["train_s"],
+                "search_s": run["timings"]["search_s"],
+                "quantize_s": run["timings"]["quantize_s"],
+                "total_s": run["timings"]["total_s"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.DataFrame:
