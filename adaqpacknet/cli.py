@@ -1,4 +1,4 @@
-"""Command line: ``python -m adaqpacknet run [--out DIR] key=value ...``.
+"""Command line: ``python -m adaqpacknet run [--out DIR] key=value ...`` (and ``check-data``, ``verify-packed``).
 
 Values are parsed by the type of the ``Config`` field they set (``none`` for an optional
 field), so ``lr=1e-3`` is a float and ``download=true`` a bool; an unknown key or a bad value
@@ -81,6 +81,22 @@ def check_profile_data(profile_dir: Path) -> int:
     return 1 if problems else 0
 
 
+def verify_packed(run_dir: Path, data_root: str | None) -> int:
+    """Print the per-task check of ``experiments.verify_packed_run``; exit 1 on any mismatch."""
+    from .experiments import verify_packed_run  # experiments imports this module
+
+    report = verify_packed_run(run_dir, data_root)
+    print(f"{report['file']}: {report['packed_bytes']} bytes")
+    for row in report["tasks"]:
+        print(
+            f"task {row['task']}: test accuracy {row['test_accuracy']:.2f}% (results: {row['results_accuracy']:.2f}%, "
+            f"{'equal' if row['accuracy_equal'] else 'DIFFERENT'}), probe logits "
+            f"{'bit-identical' if row['probe_logits_equal'] else 'DIFFERENT'}"
+        )
+    print("every task reproduced exactly" if report["ok"] else "MISMATCH: the packed file does not reproduce the run")
+    return 0 if report["ok"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adaqpacknet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,9 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("overrides", nargs="*", metavar="key=value", help="Config fields, e.g. epochs=3 seed=1")
     check_parser = sub.add_parser("check-data", help="check that every scenario of a parameter profile has its data")
     check_parser.add_argument("profile_dir", type=Path, help="a folder of notebook parameter files, e.g. notebooks/params/paper")
+    verify_parser = sub.add_parser(
+        "verify-packed", help="reload a finished run from its packed file and check every task against its results"
+    )
+    verify_parser.add_argument("run_dir", type=Path, help="a run folder holding results.json and packed.safetensors")
+    verify_parser.add_argument("--data-root", default=None, help="data folder, if not the one the run used")
     args = parser.parse_args(argv)
     if args.command == "check-data":
         return check_profile_data(args.profile_dir)
+    if args.command == "verify-packed":
+        return verify_packed(args.run_dir, args.data_root)
     try:
         config = Config.from_dict(dict(parse_override(o) for o in args.overrides))
     except ValueError as error:

@@ -12,10 +12,15 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+from safetensors import safe_open
+
 from .cli import parse_override
 from .config import Config
-from .learner import RESUME_FREE_KEYS, AdaQPacknet
-from .results import PACKAGE_ROOT, read_json, write_json
+from .learner import RESUME_FREE_KEYS, AdaQPacknet, scenario_of
+from .packing import PROBES_FILE, PackedNetwork, probe_batch
+from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
+from .training import evaluate
 
 NOTEBOOK_SCHEMA_VERSION = 1
 
@@ -35,6 +40,8 @@ def resolve(path: str | Path) -> Path:
 def config_hash(config: Config) -> str:
     """Short hash of the settings that change results (not progress bars, device or data path)."""
     relevant = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_KEYS}
+    # A new results schema gets new folders: runs of an older package version are not reused.
+    relevant["schema_version"] = SCHEMA_VERSION
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -119,3 +126,46 @@ def read_notebook_results(folder: str | Path, keep: Callable[[dict[str, Any]], b
     """Every notebook results JSON in ``folder`` (sorted by name) that ``keep`` accepts."""
     found = [read_json(p) for p in sorted(resolve(folder).glob("*.json"))]
     return [d for d in found if keep(d)]
+
+
+def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[str, Any]:
+    """Reload a finished run from its packed file alone and check it against the run's results.
+
+    For every task: the test accuracy of the packed file's network against the final row of the
+    results' accuracy matrix, and the logits of the task's probe batch against those recorded when
+    the task was frozen (bit for bit, on the device that recorded them). ``ok`` is True when all match.
+    """
+    folder = resolve(folder)
+    results = read_json(folder / "results.json")
+    probes_path = folder / PROBES_FILE
+    with safe_open(probes_path, "pt") as handle:
+        device = torch.device(handle.metadata()["device"])
+        probes = {key: handle.get_tensor(key) for key in handle.keys()}
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{probes_path} was recorded on {device}; bit-exact logits need the same device type")
+    packed = PackedNetwork.load(folder / results["packed_file"], device=device)
+    changes = {"data_root": str(resolve(data_root))} if data_root else {}
+    config = Config.from_dict({**packed.config, **changes})
+    scenario = scenario_of(config)
+    rows = []
+    for index in range(packed.num_tasks):
+        test = scenario.tasks[index].test
+        accuracy = evaluate(packed, test, index, config.eval_batch_size, device)
+        with torch.no_grad():
+            logits = packed(probe_batch(test).to(device), index).cpu()
+        recorded = results["acc_matrix"][-1][index]
+        rows.append(
+            {
+                "task": index + 1,
+                "test_accuracy": accuracy,
+                "results_accuracy": recorded,
+                "accuracy_equal": accuracy == recorded,
+                "probe_logits_equal": torch.equal(logits, probes[f"task{index}/logits"]),
+            }
+        )
+    return {
+        "file": str(packed.path),
+        "packed_bytes": packed.path.stat().st_size,
+        "tasks": rows,
+        "ok": all(r["accuracy_equal"] and r["probe_logits_equal"] for r in rows),
+    }

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
 from . import metrics
 from .config import Config
 from .data import Scenario, Task, build_scenario, check_data_available
-from .models import build_model
+from .models import HEAD, HEAD_BIAS, build_model
 from .ownership import (
     assign,
     attach_owner_maps,
@@ -37,13 +38,20 @@ from .ownership import (
     show_task,
     show_training,
 )
+from .packing import PACKED_FILE, PROBES_FILE, pack, probe_batch
 from .pruning import magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
-from .results import SCHEMA_VERSION, environment, load_checkpoint, save_checkpoint, write_json
+from .results import (
+    CorruptFileError,
+    SCHEMA_VERSION,
+    environment,
+    load_checkpoint,
+    save_checkpoint,
+    write_bytes,
+    write_json,
+)
 from .training import TrainSettings, evaluate, fit, load_trainable_state, pick_device, trainable_state
 
-HEAD = "head"  # key of the task's head weight among the quantised "layers"
-HEAD_BIAS = "head.bias"
 FLOAT_BITS = 32
 # Settings that may differ between a run and its resumption without changing any result.
 RESUME_FREE_KEYS = ("progress", "device", "data_root", "download")
@@ -63,26 +71,14 @@ class AdaQPacknet:
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
         self.config = config
-        if scenario is None:
-            # Fail on missing data before anything is built or trained.
-            check_data_available(config.scenario, config.data_root, config.download)
-            scenario = build_scenario(
-                config.scenario,
-                root=config.data_root,
-                num_tasks=config.num_tasks,
-                seed=config.seed,
-                val_fraction=config.val_fraction,
-                class_order=config.class_order,
-                download=config.download,
-            )
-        self.scenario = scenario
+        self.scenario = scenario_of(config) if scenario is None else scenario
         self.device = pick_device(config.device)
         # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
         self.environment = environment(self.device)
         self.resumed_in: list[dict[str, Any]] = []  # environments of the processes that resumed
-        model_name = scenario.default_model if config.model == "auto" else config.model
+        model_name = self.scenario.default_model if config.model == "auto" else config.model
         torch.manual_seed(config.seed)
-        self.model = build_model(model_name, scenario.input_shape, scenario.classes_per_task)
+        self.model = build_model(model_name, self.scenario.input_shape, self.scenario.classes_per_task)
         attach_owner_maps(self.model)
         _check_body_parameters(self.model)
         self.model.to(self.device)
@@ -91,6 +87,10 @@ class AdaQPacknet:
         self.codebooks: dict[str, Tensor] = {}  # "task/layer" -> codebook (float32)
         self.acc_matrix: list[list[float]] = []
         self.per_task: list[dict[str, Any]] = []
+        # Logits of each task's probe batch, recorded when the task was frozen (0-based task index):
+        # the packed file must reproduce them bit for bit.
+        self.probe_logits: dict[int, Tensor] = {}
+        self._packed: tuple[int, bytes, dict[str, Any]] | None = None  # (tasks, file, ledger) cache
         self.settings = TrainSettings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainSettings)})
 
     # --- the task loop ---------------------------------------------------------------------------
@@ -114,8 +114,10 @@ class AdaQPacknet:
             )
             if out_dir is not None:
                 self.save_checkpoint(out_dir)
+                self.write_packed(out_dir)
         results = self.results()
         if out_dir is not None:
+            self.write_packed(out_dir)  # after a resumption too: the file always matches the results
             write_json(Path(out_dir) / "results.json", results)
         return results
 
@@ -186,6 +188,7 @@ class AdaQPacknet:
         """The survivors become owned by the task; the pruned weights return to the free pool."""
         owner_id, search = step.index + 1, step.bit_search
         assign(self.model, step.keep, owner_id)
+        self.probe_logits[step.index] = self.logits(probe_batch(step.task.test), step.index)
         report = {
             "task": owner_id,
             "name": step.task.name,
@@ -211,6 +214,13 @@ class AdaQPacknet:
         }
         self.per_task.append(report)
         return report
+
+    @torch.no_grad()
+    def logits(self, x: Tensor, index: int) -> Tensor:
+        """Logits (on the CPU) of task ``index`` (0-based) for the batch ``x``, from the frozen state."""
+        show_task(self.model, index + 1)
+        self.model.eval()
+        return self.model(x.to(self.device), index).cpu()
 
     def evaluate_seen(self) -> list[float]:
         """Test accuracy (percent) of every learned task, each under its own frozen view."""
@@ -324,6 +334,33 @@ class AdaQPacknet:
     def _layer_bits(search: BitSearchResult | None, name: str) -> int:
         return FLOAT_BITS if search is None else search.bits[name]
 
+    # --- the packed file ---------------------------------------------------------------------------
+
+    def pack(self) -> tuple[bytes, dict[str, Any]]:
+        """The packed file of every learned task and its bits ledger (``packing.pack``), cached."""
+        if not self.per_task:
+            raise ValueError("no task has been learned yet: there is nothing to pack")
+        if self._packed is None or self._packed[0] != len(self.per_task):
+            blob, ledger = pack(
+                self.model,
+                self.model_name,
+                self.scenario.input_shape,
+                [r["layer_bits"] for r in self.per_task],
+                None if self.config.quantizer == "none" else self.codebooks,
+                self.config.to_dict(),
+            )
+            self._packed = (len(self.per_task), blob, ledger)
+        return self._packed[1], self._packed[2]
+
+    def write_packed(self, directory: str | Path) -> Path:
+        """Write ``packed.safetensors`` and the probe logits (``probes.safetensors``) atomically."""
+        blob, _ = self.pack()
+        path = Path(directory) / PACKED_FILE
+        write_bytes(path, blob)
+        probes = {f"task{index}/logits": logits.contiguous() for index, logits in self.probe_logits.items()}
+        write_bytes(Path(directory) / PROBES_FILE, safetensors_save(probes, metadata={"device": str(self.device)}))
+        return path
+
     # --- results and checkpoints -----------------------------------------------------------------
 
     def results(self) -> dict[str, Any]:
@@ -334,6 +371,8 @@ class AdaQPacknet:
         bits = [{name: r["layer_bits"][name] for name in self.layer_names} for r in self.per_task]
         T = len(self.acc_matrix)
         timings = {key: sum(r["timings"][key] for r in self.per_task) for key in ("train_s", "search_s", "quantize_s", "total_s")}
+        ledger = dict(self.pack()[1]) if T else {}
+        sizes = {key: ledger.pop(key, None) for key in ("packed_bytes", "entropy_bound_bytes", "dense_float32_bytes")}
         return {
             "schema_version": SCHEMA_VERSION,
             "method": self.config.method,
@@ -362,6 +401,9 @@ class AdaQPacknet:
             "capacity_used": capacity_used(self.model),
             "bit_weighted_capacity": metrics.bit_weighted_capacity(owned, bits, total_weights),
             "bit_widths": [r["bits"] for r in self.per_task],
+            **sizes,
+            "packed_file": PACKED_FILE if T else None,
+            "bits_ledger": ledger,
             "per_task": self.per_task,
             "timings": {**timings, "per_task": [r["timings"] for r in self.per_task]},
         }
@@ -370,6 +412,7 @@ class AdaQPacknet:
         """Tensors (model state incl. owner maps, codebooks) and plain data, written atomically."""
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"codebook/{k}": v for k, v in self.codebooks.items()})
+        tensors.update({f"probe/{k}": v for k, v in self.probe_logits.items()})
         state = {
             "schema_version": SCHEMA_VERSION,
             "config": self.config.to_dict(),
@@ -387,6 +430,11 @@ class AdaQPacknet:
         if loaded is None:
             return 0
         tensors, state = loaded
+        if state.get("schema_version") != SCHEMA_VERSION:
+            raise CorruptFileError(
+                f"the checkpoint in {directory} has schema version {state.get('schema_version')}; this package "
+                f"writes version {SCHEMA_VERSION}: delete {directory} to start over"
+            )
         saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE_KEYS}
         current = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE_KEYS}
         if saved != current:
@@ -398,6 +446,7 @@ class AdaQPacknet:
         model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         self.model.load_state_dict(model_state)
         self.codebooks = {k[len("codebook/"):]: v for k, v in tensors.items() if k.startswith("codebook/")}
+        self.probe_logits = {int(k[len("probe/"):]): v for k, v in tensors.items() if k.startswith("probe/")}
         self.acc_matrix = state["acc_matrix"]
         self.per_task = state["per_task"]
         # The results describe the process that trained the first task; each resumption is listed.
@@ -433,6 +482,20 @@ def _check_body_parameters(model: nn.Module) -> None:
     extra = [name for name, p in model.body.named_parameters() if id(p) not in masked]
     if extra:
         raise ValueError(f"body parameters outside the owner-mapped layers would be shared by all tasks: {extra}")
+
+
+def scenario_of(config: Config) -> Scenario:
+    """The scenario ``config`` names, after checking that its data is there (before any work)."""
+    check_data_available(config.scenario, config.data_root, config.download)
+    return build_scenario(
+        config.scenario,
+        root=config.data_root,
+        num_tasks=config.num_tasks,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        class_order=config.class_order,
+        download=config.download,
+    )
 
 
 def run(config: Config, out_dir: str | Path | None = None) -> dict[str, Any]:

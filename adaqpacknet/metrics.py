@@ -58,20 +58,3 @@ def bit_weighted_capacity(owned: Sequence[Mapping[str, int]], bits: Sequence[Map
     stored = sum(n * task_bits[layer] for task_owned, task_bits in zip(owned, bits) for layer, n in task_owned.items())
     return stored / (32 * total_weights)
 
-
-def estimated_size_bytes(results: Mapping) -> float:
-    """Storage of a run's network from its results, counted, not measured on disk.
-
-    Owner map at ceil(log2(T + 1)) bits per body weight; each task's body weights and head at its
-    bit widths (32 for float); one float32 codebook of 2^b levels per quantised layer and task.
-    """
-    T = len(results["per_task"])
-    weights = results["weights"]
-    owner_bits = T.bit_length() * weights["body"]  # = ceil(log2(T + 1))
-    stored = 0
-    for task, head in zip(results["per_task"], weights["heads"]):
-        counts = {**task["owned_weights"], "head": head["weight"], "head.bias": head["bias"]}
-        for layer, n in counts.items():
-            b = task["layer_bits"][layer]
-            stored += n * b + (0 if b == 32 else 32 * 2**b)
-    return (owner_bits + stored) / 8

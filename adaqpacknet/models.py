@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MODELS: tuple[str, ...] = ("mlp", "alexnet", "resnet18_reduced", "tinyimagenet_conv", "small_conv")
+# Names under which a task's head weight and bias are quantised and stored, next to body layers.
+HEAD = "head"
+HEAD_BIAS = "head.bias"
 
 
 def _bn2d(channels: int) -> nn.BatchNorm2d:

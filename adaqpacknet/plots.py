@@ -190,7 +190,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
 
 
 def accuracy_vs_size(runs_table) -> plt.Figure:
-    """ACC against estimated size per method (mean ± std over seeds), one panel per scenario."""
+    """ACC against the packed file's size per method (mean ± std over seeds), one panel per scenario."""
     scenarios = list(dict.fromkeys(runs_table["setting"]))
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.0), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
@@ -202,10 +202,46 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
             )
         ax.set_xscale("log")
         ax.set_title(scenario)
-        ax.set_xlabel("estimated size (KiB, log)")
+        ax.set_xlabel("packed file (KiB, log)")
         ax.set_ylabel("ACC (%)")
         ax.legend()
     fig.tight_layout()
+    return fig
+
+
+STORAGE_LAYOUTS = {
+    "float32_per_task_kib": "float32 net per task",
+    "packnet_kib": "PackNet (f32 + uint8 map)",
+    "wsn_kib": "WSN (f32 + 1 bit/task)",
+    "packed_kib": "packed file",
+}
+
+
+def storage(runs_table) -> plt.Figure:
+    """Bytes of the same trained tasks under each storage layout (log scale), one panel per
+    scenario, one group of bars per method; the tick on the packed bar is its entropy bound."""
+    scenarios = list(dict.fromkeys(runs_table["setting"]))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 3.2), squeeze=False)
+    colors = sns.color_palette(n_colors=len(STORAGE_LAYOUTS))
+    for ax, scenario in zip(axes[0], scenarios):
+        rows = runs_table[runs_table["setting"] == scenario]
+        methods = list(dict.fromkeys(rows["method"]))
+        width = 0.8 / len(STORAGE_LAYOUTS)
+        for m, method in enumerate(methods):
+            group = rows[rows["method"] == method]
+            for k, (column, label) in enumerate(STORAGE_LAYOUTS.items()):
+                x = m + (k - (len(STORAGE_LAYOUTS) - 1) / 2) * width
+                ax.bar(x, group[column].mean(), width, yerr=group[column].std(ddof=0), color=colors[k], label=label if m == 0 else None)
+                if column == "packed_kib":
+                    ax.hlines(group["bound_kib"].mean(), x - width / 2, x + width / 2, color="black", lw=1.2, label="entropy bound" if m == 0 else None)
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_yscale("log")
+        ax.set_title(scenario)
+        ax.set_ylabel("storage (KiB, log)")
+    # One legend under the panels: inside, it would cover the bars.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: packed file, bits ledger and probe logits
 CHECKPOINT_PREFIX = "checkpoint-"  # + tasks done + ".safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -31,7 +31,15 @@ class CorruptFileError(ValueError):
     """A results or checkpoint file that cannot be trusted; the message names the file."""
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes(path: str | Path, payload: bytes) -> None:
+    """Write bytes atomically: a temporary file in the same folder, fsynced, then renamed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -39,6 +47,7 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -47,7 +56,7 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically (temporary file, then rename)."""
-    _atomic_write_bytes(Path(path), text.encode())
+    write_bytes(path, text.encode())
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -85,6 +94,11 @@ RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "capacity_used": dict,
     "bit_weighted_capacity": (int, float),
     "bit_widths": list,
+    "packed_bytes": int,
+    "entropy_bound_bytes": (int, float),
+    "dense_float32_bytes": int,
+    "packed_file": str,
+    "bits_ledger": dict,
     "per_task": list,
     "timings": dict,
 }
@@ -121,15 +135,9 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], sta
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensor_path = directory / f"{CHECKPOINT_PREFIX}{tag}.safetensors"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{tensor_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        digest = sha256(Path(tmp))
-        os.replace(tmp, tensor_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    write_bytes(tensor_path, blob)
+    digest = hashlib.sha256(blob).hexdigest()
     write_json(directory / CHECKPOINT_STATE, {**state, "tensors_file": tensor_path.name, "tensors_sha256": digest})
     for stale in directory.glob(f"{CHECKPOINT_PREFIX}*.safetensors"):
         if stale != tensor_path:

@@ -1,9 +1,12 @@
 """Tables from results files: one row per run, then mean +- std over seeds, as Markdown and LaTeX.
 
-- T1 task-incremental results: ACC, BWT, forgetting, capacity and (estimated) size per method and
+- T1 task-incremental results: ACC, BWT, forgetting, capacity and packed size per method and
   scenario;
 - T2 quantisation: accuracy and size of float, linear and k-means at each bit width;
-- T3 cost: train, search and quantisation time.
+- T3 cost: train, search and quantisation time;
+- T5 storage: the same trained tasks stored four ways (float32 per task, PackNet, WSN, the packed
+  file), with the entropy bound and the dense float32 network for scale. (T4 is left to the
+  class-incremental evaluation.)
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from . import metrics
+from .packing import storage_comparison
 from .results import write_text
 
 T1_CAPTION = (
     "T1: task-incremental results, mean ± std over seeds. ACC = mean final test accuracy (%); "
     "BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) in pp; capacity = share of "
-    "body weights owned; size = estimated storage (owner map, codes, codebooks, heads) in KiB."
+    "body weights owned; size = the packed file on disk (entropy-coded owner maps and codes, "
+    "codebooks, heads, metadata) in KiB."
 )
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
@@ -32,6 +36,13 @@ SPARSITY_CAPTION = (
 T3_CAPTION = (
     "T3: cost per run in seconds, mean ± std over seeds: training (all candidates), the sparsity "
     "search (training included) and the bit-width search."
+)
+T5_CAPTION = (
+    "T5: storage of the same trained tasks, KiB, mean ± std over seeds: one float32 network per task; "
+    "PackNet (float32 weights + uint8 owner map); WSN (float32 weights + 1 mask bit per weight per task); "
+    "this package's packed file, measured on disk, next to its entropy bound (order-0 entropy of owner "
+    "maps and codes + codebooks). x dense = one float32 network with one head / packed file; bits/weight = "
+    "packed file bits per body weight."
 )
 
 
@@ -79,7 +90,12 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
                 "forgetting": run["forgetting"],
                 "capacity": 100 * run["capacity_used"]["total"],
                 "mean_bits": mean_bits,
-                "size_kib": metrics.estimated_size_bytes(run) / 1024,
+                "size_kib": run["packed_bytes"] / 1024,
+                **{f"{layout}_kib": size / 1024 for layout, size in storage_comparison(run).items()},
+                "bound_kib": run["entropy_bound_bytes"] / 1024,
+                "dense_kib": run["dense_float32_bytes"] / 1024,
+                "x_dense": run["dense_float32_bytes"] / run["packed_bytes"],
+                "bits_per_weight": run["bits_ledger"]["bits_per_body_weight"],
                 "train_s": run["timings"]["train_s"],
                 "search_s": run["timings"]["search_s"],
                 "quantize_s": run["timings"]["quantize_s"],
@@ -111,6 +127,17 @@ def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
 def table_t3(runs: pd.DataFrame) -> pd.DataFrame:
     """T3: training, search and quantisation seconds per scenario and method."""
     return mean_std(runs, ["scenario", "model", "tasks", "method"], {"train_s": 1, "search_s": 1, "quantize_s": 1, "total_s": 1})
+
+
+def table_t5(runs: pd.DataFrame) -> pd.DataFrame:
+    """T5: bytes of the same trained tasks under each storage layout, per scenario and method."""
+    return mean_std(
+        runs, ["scenario", "model", "tasks", "method"],
+        {
+            "float32_per_task_kib": 1, "packnet_kib": 1, "wsn_kib": 1, "packed_kib": 1, "bound_kib": 1,
+            "dense_kib": 1, "x_dense": 2, "bits_per_weight": 3,
+        },
+    )
 
 
 def sweep_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:

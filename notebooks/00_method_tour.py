@@ -19,7 +19,8 @@
 # **Claim.** One Ada-QPacknet task, step by step: the free weights are trained, pruned by magnitude
 # to per-layer ratios chosen by a small search, retrained, quantised to the smallest bit width whose
 # validation accuracy stays within the tolerance, and frozen. Each layer's frozen weights then take
-# at most 2^b values, and the pruned weights go back to the free pool for the next task.
+# at most 2^b values, and the pruned weights go back to the free pool for the next task. Packed into
+# one file (entropy-coded owner map and codes), the task reloads with bit-identical logits.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
@@ -34,12 +35,14 @@ population: int = 2  # sparsity-search candidates
 overrides: list = []  # any other Config field as "key=value", e.g. ["quantizer=linear"]
 
 # %%
+import pandas as pd
 import torch
 
 from adaqpacknet import experiments, plots
 from adaqpacknet.config import Config
 from adaqpacknet.learner import AdaQPacknet
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
+from adaqpacknet.packing import PackedNetwork, probe_batch
 
 plots.use_style()
 settings = experiments.settings(
@@ -91,9 +94,24 @@ print("distinct values per layer:", distinct, "<= 2^bits =", 2 ** report["bits"]
 print(f"test accuracy of task 1: {learner.acc_matrix[0][0]:.2f}%")
 plots.owner_map_image(owner, layer);
 
+# %% [markdown]
+# ## 4. Pack
+# The owner maps and the codes are entropy-coded into one file; loaded back, it gives the task's
+# network, whose logits equal those recorded at freezing bit for bit.
+
+# %%
+packed_path = learner.write_packed(experiments.resolve(f"runs/{profile}/00_method_tour"))
+network = PackedNetwork.load(packed_path)
+probe = probe_batch(learner.scenario.tasks[0].test)
+identical = torch.equal(network(probe, 0), learner.probe_logits[0])
+_, ledger = learner.pack()
+print(f"{packed_path.name}: {ledger['packed_bytes']} bytes, entropy bound {ledger['entropy_bound_bytes']:.0f} bytes, "
+      f"dense float32 network {ledger['dense_float32_bytes']} bytes; probe logits identical: {identical}")
+pd.DataFrame(ledger["owner_maps"] + ledger["codes"])
+
 # %%
 results = experiments.notebook_results(
     "00_method_tour", profile, {"settings": settings},
-    tour_run=learner.results(), distinct_values=distinct,
+    tour_run=learner.results(), distinct_values=distinct, packed_logits_identical=identical,
 )
 experiments.write_notebook_results(experiments.results_file(results_path, profile, "00_method_tour"), results);

@@ -53,6 +53,11 @@ written["t3"] = tables.write_table(t3, out / "t3_cost", tables.T3_CAPTION)
 t3
 
 # %%
+t5 = tables.table_t5(runs)
+written["t5"] = tables.write_table(t5, out / "t5_storage", tables.T5_CAPTION)
+t5
+
+# %%
 if len(variants):
     ablation = tables.table_t1(variants)
     written["sparsity"] = tables.write_table(ablation, out / "t1b_sparsity_search", tables.SPARSITY_CAPTION)
@@ -61,6 +66,6 @@ if len(variants):
 # %%
 results = experiments.notebook_results(
     "90_tables", profile, {}, tables={k: [str(p.relative_to(experiments.resolve("."))) for p in v] for k, v in written.items()},
-    t1=t1.to_dict(orient="records"),
+    t1=t1.to_dict(orient="records"), t5=t5.to_dict(orient="records"),
 )
 experiments.write_notebook_results(experiments.results_file(results_path, profile, "90_tables"), results);

@@ -33,12 +33,14 @@ folder = experiments.results_file(results_path, profile, "91_figures").parent
 notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
 out = experiments.resolve(f"figures/{profile}")
 sweep = tables.sweep_frame(notebooks)
+runs = tables.runs_frame(notebooks)
 figures = {
     "accuracy_matrices": plots.accuracy_matrices(notebooks),
     "final_accuracy_per_task": plots.final_accuracy_per_task(notebooks),
     "capacity_by_task": plots.capacity_by_task(notebooks),
     "bits_and_prune_ratios": plots.bits_and_prune_ratios(notebooks),
-    "accuracy_vs_size": plots.accuracy_vs_size(tables.runs_frame(notebooks)),
+    "accuracy_vs_size": plots.accuracy_vs_size(runs),
+    "storage": plots.storage(runs),
 }
 if len(sweep):
     figures["accuracy_vs_bits"] = plots.accuracy_vs_bits(sweep)

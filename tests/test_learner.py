@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adaqpacknet.config import Config
-from adaqpacknet.learner import HEAD, AdaQPacknet
+from adaqpacknet.learner import AdaQPacknet
+from adaqpacknet.models import HEAD
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.results import CorruptFileError, read_json
 

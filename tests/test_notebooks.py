@@ -20,10 +20,10 @@ from adaqpacknet.results import check_run_schema
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
-EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost"]
+EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t5_storage"]
 EXPECTED_FIGURES = [
     "accuracy_matrices", "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
-    "accuracy_vs_size", "accuracy_vs_bits",
+    "accuracy_vs_size", "accuracy_vs_bits", "storage",
 ]
 
 
@@ -95,6 +95,9 @@ def test_smoke_profile_runs_every_notebook_headless(smoke_results):
         for run in nb.get("runs", []) + nb.get("variants", []) + ([nb["tour_run"]] if "tour_run" in nb else []):
             check_run_schema(run)
             assert run["bwt"] == 0.0
+            assert run["packed_bytes"] < run["dense_float32_bytes"] or run["method"] == "ada_qpacknet_float"
+    tour = json.loads((folder / "00_method_tour.json").read_text())
+    assert tour["packed_logits_identical"] is True
     # Headless logs carry one line per epoch, no progress-bar redraws.
     assert "epoch 1/1" in done.stdout + done.stderr
     assert "\r" not in done.stdout
@@ -104,7 +107,7 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     folder, _ = smoke_results
     tables = json.loads((folder / "90_tables.json").read_text())["tables"]
     figures = json.loads((folder / "91_figures.json").read_text())["figures"]
-    assert sorted(tables) == sorted(["t1", "t2", "t3", "sparsity"])
+    assert sorted(tables) == sorted(["t1", "t2", "t3", "t5", "sparsity"])
     assert sorted(figures) == sorted(EXPECTED_FIGURES)
     for name in EXPECTED_TABLES:
         for suffix in (".md", ".tex"):

@@ -1,0 +1,554 @@
+"""The packed network: every learned task in one file near the entropy bound, run as it is.
+
+What the file holds (format version 1, a safetensors container: no pickle anywhere):
+
+- per body layer, the owner map (0 = free, t = owned by task t);
+- per task t and stored tensor (each body layer, then the head's weight and bias), the code of every
+  weight the task owns at its bit width and the codebook the codes index (float32 levels);
+  a float run (``quantizer="none"``) stores those weights as float32 instead;
+- the architecture (network name, input shape, classes per task, every layer's shape) and the run's
+  config, the format version, the coder, and a SHA-256 of the whole file (computed with the
+  checksum's own 64 hex digits set to "0"), so that any change to any byte is detected.
+
+Entropy coding: the owner maps and the codes are entropy-coded onto one stack of constriction's ANS
+coder. Each stream gets an order-0 categorical model from its own symbol counts (stored, 4 bytes
+per symbol of the alphabet), or a uniform model where that count table would cost more than it
+saves (a task's 10 head biases, say). The bound it is measured against is the streams' empirical
+order-0 entropy, sum_s n_s H(p_s), plus the codebooks.
+
+Loading: ``PackedNetwork.load(path)`` checks the file, decodes every stream once into one dense
+float32 tensor per layer (each weight has one owner, so one tensor holds every task's values), and
+builds task t's network on first use: the weights owned by tasks 1..t and head t, cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import constriction
+import numpy as np
+import safetensors.numpy
+import torch
+from torch import Tensor, nn
+
+from .models import HEAD, HEAD_BIAS, MultiHeadNet, build_model
+from .ownership import owner_maps, prunable_layers, raw_weight
+from .results import CorruptFileError
+from .training import loader
+
+FORMAT = "adaqpacknet-packed"
+FORMAT_VERSION = 1
+PACKED_FILE = "packed.safetensors"
+PROBES_FILE = "probes.safetensors"
+PROBE_SIZE = 64  # test samples per task whose logits are recorded when the task is frozen
+CODER = (
+    f"constriction {metadata.version('constriction')} AnsCoder (32-bit words, 24-bit model precision), "
+    "one stack; per stream an order-0 categorical model from stored symbol counts, or uniform where "
+    "the count table would cost more"
+)
+_CHECKSUM_KEY = "sha256"
+_PLACEHOLDER = "0" * 64
+# How a stream is coded (the "stream_models" tensor): nothing to code, uniform, or counted.
+NOT_CODED, UNIFORM, COUNTED = 0, 1, 2
+_MODEL_NAMES = {NOT_CODED: "none", UNIFORM: "ans-uniform", COUNTED: "ans-categorical"}
+_COUNT_BYTES = 4  # uint32 per symbol of a counted stream's alphabet
+
+
+class PackedFileError(CorruptFileError):
+    """A packed file that must not be loaded: corrupt, another format version or another network.
+
+    The message names the file and the fault.
+    """
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """One sequence of symbols to code: an owner map, or one task's codes of one tensor."""
+
+    layer: str
+    task: int  # 0 for an owner map
+    symbols: np.ndarray  # int32
+    alphabet: int
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.symbols, minlength=self.alphabet).astype(np.uint32)
+
+    def entropy_bits(self) -> float:
+        """Empirical order-0 entropy of the whole stream, n * H(p), in bits."""
+        counts = self.counts()
+        n = int(counts.sum())
+        p = counts[counts > 0] / max(n, 1)
+        return float(-(p * np.log2(p)).sum() * n)
+
+    def model_kind(self) -> int:
+        if self.alphabet <= 1 or len(self.symbols) == 0:
+            return NOT_CODED  # a single possible symbol costs nothing (constriction cannot model it)
+        uniform_bits = len(self.symbols) * math.log2(self.alphabet)
+        counted_bits = self.entropy_bits() + 8 * _COUNT_BYTES * self.alphabet
+        return COUNTED if counted_bits < uniform_bits else UNIFORM
+
+
+def _model(kind: int, alphabet: int, counts: np.ndarray | None):
+    if kind == UNIFORM:
+        return constriction.stream.model.Uniform(alphabet)
+    # Probabilities from exact integer counts in float64: encoder and decoder build the same model.
+    return constriction.stream.model.Categorical(counts.astype(np.float64), perfect=False)
+
+
+def tensor_names(layers: list[str]) -> list[str]:
+    """The tensors each task stores, in file order: every body layer, then its head."""
+    return [*layers, HEAD, HEAD_BIAS]
+
+
+def codes_of(values: Tensor, codebook: Tensor, where: str) -> np.ndarray:
+    """Index of every value in ``codebook``; each value must be exactly one of its levels."""
+    values = values.detach().cpu().to(torch.float32).numpy()
+    levels = codebook.detach().cpu().to(torch.float32).numpy()
+    order = np.argsort(levels, kind="stable")
+    position = np.clip(np.searchsorted(levels[order], values), 0, len(levels) - 1)
+    codes = order[position]
+    if len(values) and not np.array_equal(levels[codes], values):
+        bad = int((levels[codes] != values).sum())
+        raise ValueError(
+            f"{where}: {bad} weights are not levels of their codebook; the network was changed after "
+            f"the task was frozen, so it cannot be packed"
+        )
+    return codes.astype(np.int32)
+
+
+def pack(
+    model: MultiHeadNet,
+    model_name: str,
+    input_shape: tuple[int, int, int],
+    layer_bits: list[dict[str, int]],
+    codebooks: dict[str, Tensor] | None,
+    config: dict[str, Any],
+) -> tuple[bytes, dict[str, Any]]:
+    """The packed file of the tasks learned by ``model``, and its bits ledger.
+
+    ``layer_bits[t - 1][tensor]`` is the bit width task t chose for each stored tensor (a body
+    layer, ``head`` or ``head.bias``); there is one entry per learned task.
+    ``codebooks["<task>/<tensor>"]`` (1-based task) holds every frozen tensor's levels; ``None``
+    stores the owned weights in float32 (a float run).
+    The ledger lists every stream's size and entropy bound and every section of the file; its
+    sections add up to ``packed_bytes``, the length of the returned bytes.
+    """
+    num_tasks = len(layer_bits)
+    if not 1 <= num_tasks <= len(model.heads):
+        raise ValueError(f"num_tasks={num_tasks} must be in 1..{len(model.heads)} (tasks the network has heads for)")
+    layers = prunable_layers(model)
+    owners = {name: o.detach().cpu().numpy().reshape(-1) for name, o in owner_maps(model).items()}
+    for name, owner in owners.items():
+        if owner.max(initial=0) > num_tasks:
+            raise ValueError(f"layer {name} has weights owned by task {int(owner.max())} > num_tasks={num_tasks}")
+    weights = {name: raw_weight(layer).detach().cpu().reshape(-1) for name, layer in layers.items()}
+    names = tensor_names(list(layers))
+    quantized = codebooks is not None
+
+    streams = [_Stream(name, 0, owner.astype(np.int32), num_tasks + 1) for name, owner in owners.items()]
+    floats: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
+    bits = np.zeros((num_tasks, len(names)), dtype=np.uint8)
+    levels_per_tensor = np.zeros((num_tasks, len(names)), dtype=np.uint16)
+    for t in range(1, num_tasks + 1):
+        head = model.heads[t - 1]
+        owned = {name: weights[name][torch.from_numpy(owners[name] == t)] for name in layers}
+        owned[HEAD], owned[HEAD_BIAS] = head.weight.detach().cpu().reshape(-1), head.bias.detach().cpu()
+        for column, name in enumerate(names):
+            bits[t - 1, column] = layer_bits[t - 1][name]
+            if not quantized:
+                floats.append(owned[name].to(torch.float32).numpy())
+                continue
+            key = f"{t}/{name}"
+            if key not in codebooks:
+                raise ValueError(f"no codebook for task {t}, tensor {name} (key {key!r})")
+            codebook = codebooks[key]
+            streams.append(_Stream(name, t, codes_of(owned[name], codebook, f"task {t}, tensor {name}"), len(codebook)))
+            levels.append(codebook.detach().cpu().to(torch.float32).numpy())
+            levels_per_tensor[t - 1, column] = len(codebook)
+
+    kinds = np.array([s.model_kind() for s in streams], dtype=np.uint8)
+    coder = constriction.stream.stack.AnsCoder()
+    coded_bits = [0.0] * len(streams)
+    # A stack: push the streams last to first so that decoding pops them in file order.
+    for i in reversed(range(len(streams))):
+        if kinds[i] == NOT_CODED:
+            continue
+        before = coder.num_valid_bits()
+        coder.encode_reverse(streams[i].symbols, _model(int(kinds[i]), streams[i].alphabet, streams[i].counts()))
+        coded_bits[i] = coder.num_valid_bits() - before
+    tensors: dict[str, np.ndarray] = {
+        "ans": coder.get_compressed().astype(np.uint32),
+        "stream_models": kinds,
+        "symbol_counts": np.concatenate([s.counts() for s, k in zip(streams, kinds) if k == COUNTED] or [np.zeros(0, np.uint32)]),
+        "bits": bits,
+    }
+    if quantized:
+        tensors["levels"] = levels_per_tensor
+        tensors["codebooks"] = np.concatenate(levels)
+    else:
+        tensors["float_weights"] = np.concatenate(floats)
+    classes = [int(h.out_features) for h in model.heads[:num_tasks]]
+    architecture = {
+        "model": model_name,
+        "input_shape": [int(d) for d in input_shape],
+        "classes_per_task": classes,
+        "layers": {name: list(raw_weight(layer).shape) for name, layer in layers.items()},
+        "feature_dim": int(model.feature_dim),
+    }
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "num_tasks": str(num_tasks),
+        "storage": "quantized" if quantized else "float32",
+        "architecture": json.dumps(architecture, separators=(",", ":")),
+        "config": json.dumps(config, separators=(",", ":"), allow_nan=False),
+        "coder": CODER,
+        _CHECKSUM_KEY: _PLACEHOLDER,
+    }
+    blob = _with_checksum(safetensors.numpy.save(tensors, metadata=meta))
+    ledger = _ledger(blob, tensors, streams, kinds, coded_bits, levels, layer_bits, num_tasks, architecture, quantized)
+    return blob, ledger
+
+
+def _header(blob: bytes) -> tuple[int, bytes]:
+    """(bytes taken by the header, the header JSON) of a safetensors file."""
+    (length,) = struct.unpack("<Q", blob[:8])
+    return 8 + length, blob[8 : 8 + length]
+
+
+def _with_checksum(blob: bytes) -> bytes:
+    """Write the SHA-256 of the file (checksum digits zeroed) into the checksum's place."""
+    header_end, header = _header(blob)
+    field = f'"{_CHECKSUM_KEY}":"{_PLACEHOLDER}"'.encode()
+    if header.count(field) != 1:
+        raise RuntimeError("the checksum placeholder is not unique in the header")
+    start = 8 + header.index(field) + len(field) - 65
+    digest = hashlib.sha256(blob).hexdigest().encode()
+    return blob[:start] + digest + blob[start + 64 :]
+
+
+def _ledger(
+    blob: bytes,
+    tensors: dict[str, np.ndarray],
+    streams: list[_Stream],
+    kinds: np.ndarray,
+    coded_bits: list[float],
+    levels: list[np.ndarray],
+    layer_bits: list[dict[str, int]],
+    num_tasks: int,
+    architecture: dict[str, Any],
+    quantized: bool,
+) -> dict[str, Any]:
+    header_bytes, _ = _header(blob)
+    owner_rows, code_rows = [], []
+    codebook_of = iter(levels)
+    for stream, kind, bits_used in zip(streams, kinds, coded_bits):
+        row = {
+            "layer": stream.layer,
+            "weights": int(len(stream.symbols)),
+            "alphabet": stream.alphabet,
+            "model": _MODEL_NAMES[int(kind)],
+            "coded_bytes": bits_used / 8,
+            "count_table_bytes": _COUNT_BYTES * stream.alphabet if kind == COUNTED else 0,
+            "entropy_bytes": stream.entropy_bits() / 8,
+        }
+        if stream.task == 0:
+            # PackNet keeps one uint8 per weight; a plain bit-packed map takes ceil(log2(T+1)) bits.
+            row["raw_uint8_bytes"] = row["weights"]
+            row["raw_bitpacked_bytes"] = math.ceil(row["weights"] * num_tasks.bit_length() / 8)
+            owner_rows.append(row)
+        else:
+            codebook = next(codebook_of)
+            bits = layer_bits[stream.task - 1][stream.layer]
+            code_rows.append({"task": stream.task, **row, "bits": bits, "codebook_bytes": int(codebook.nbytes)})
+    sections = {"header": header_bytes, **{name: int(array.nbytes) for name, array in tensors.items()}}
+    body = sum(math.prod(shape) for shape in architecture["layers"].values())
+    first_head = architecture["classes_per_task"][0] * (architecture["feature_dim"] + 1)
+    if quantized:
+        bound = sum(r["entropy_bytes"] for r in owner_rows + code_rows) + sum(r["codebook_bytes"] for r in code_rows)
+    else:
+        # Float weights are stored as they are: their bound is their float32 size.
+        bound = sum(r["entropy_bytes"] for r in owner_rows) + tensors["float_weights"].nbytes
+    return {
+        "format_version": FORMAT_VERSION,
+        "coder": CODER,
+        "storage": "quantized" if quantized else "float32",
+        "packed_bytes": len(blob),
+        "entropy_bound_bytes": bound,
+        "dense_float32_bytes": 4 * (body + first_head),
+        "body_weights": body,
+        "bits_per_body_weight": 8 * len(blob) / body,
+        "sections": sections,
+        "owner_maps": owner_rows,
+        "codes": code_rows,
+    }
+
+
+def storage_comparison(results: dict[str, Any]) -> dict[str, int]:
+    """Bytes to store a run's trained tasks four ways (method.md §4; issue 4's comparison).
+
+    - ``float32_per_task``: one dense float32 network (body and head) per task;
+    - ``packnet``: float32 body weights and a uint8 owner map, float32 heads (PackNet's storage);
+    - ``wsn``: float32 body weights and one mask bit per weight per task, float32 heads (WSN's);
+    - ``packed``: this package's file, measured on disk.
+    """
+    body = results["weights"]["body"]
+    heads = [h["weight"] + h["bias"] for h in results["weights"]["heads"]]
+    T = len(heads)
+    return {
+        "float32_per_task": 4 * sum(body + h for h in heads),
+        "packnet": 4 * body + body + 4 * sum(heads),
+        "wsn": 4 * body + T * math.ceil(body / 8) + 4 * sum(heads),
+        "packed": results["packed_bytes"],
+    }
+
+
+def probe_batch(dataset) -> Tensor:
+    """The fixed probe inputs of a task: its first ``PROBE_SIZE`` test samples, as one batch."""
+    images, _ = next(iter(loader(dataset, PROBE_SIZE, shuffle=False)))
+    return images
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+class TaskNetwork(nn.Module):
+    """One task's network from a packed file: the body with the weights of tasks 1..t, head t."""
+
+    def __init__(self, body: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+class PackedNetwork(nn.Module):
+    """A packed file, checked and decoded; ``network(x, task)`` gives the logits of task ``task``.
+
+    ``task`` is 0-based, as in ``MultiHeadNet.forward`` (owner id ``task + 1``). Every weight is
+    decoded once at load; ``task_network(task)`` builds a task's network on first use and caches it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        architecture: dict[str, Any],
+        config: dict[str, Any],
+        owners: dict[str, Tensor],
+        values: dict[str, Tensor],
+        heads: list[tuple[Tensor, Tensor]],
+        bits: np.ndarray,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.architecture = architecture
+        self.config = config
+        self.num_tasks = len(heads)
+        self.owner_maps = owners
+        self.values = values  # one dense float32 tensor per layer: every task's weights, 0 where free
+        self.heads = heads
+        self.bits = bits  # (task, tensor) bit widths as chosen; 32 for float storage
+        self.device = device
+        self.networks = nn.ModuleDict()
+
+    @classmethod
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", expected_architecture: dict[str, Any] | None = None
+    ) -> "PackedNetwork":
+        """Check and decode the packed file at ``path``; raises ``PackedFileError`` naming the fault.
+
+        Task networks are built on ``device``. With ``expected_architecture`` (the ``architecture`` record of another file or learner),
+        a file written for another network is refused.
+        """
+        path = Path(path)
+        try:
+            blob = path.read_bytes()
+        except OSError as error:
+            raise PackedFileError(f"{path}: cannot be read ({error})") from error
+        meta = _checked_metadata(path, blob)
+        try:
+            tensors = safetensors.numpy.load(blob)
+        except Exception as error:  # safetensors raises its own error types
+            raise PackedFileError(f"{path}: the safetensors container is invalid ({error})") from error
+        try:
+            architecture = json.loads(meta["architecture"])
+            config = json.loads(meta["config"])
+            num_tasks = int(meta["num_tasks"])
+            quantized = meta["storage"] == "quantized"
+        except (KeyError, ValueError) as error:
+            raise PackedFileError(f"{path}: the metadata is incomplete ({error})") from error
+        if expected_architecture is not None and expected_architecture != architecture:
+            raise PackedFileError(
+                f"{path} holds a network of another architecture: {_describe(architecture)}; expected {_describe(expected_architecture)}"
+            )
+        template = _template(path, architecture, num_tasks)
+        try:
+            owners, values, heads = _decode(tensors, architecture, num_tasks, quantized, list(prunable_layers(template)))
+        except (KeyError, ValueError, IndexError) as error:
+            raise PackedFileError(f"{path}: the payload does not decode ({error})") from error
+        return cls(path, architecture, config, owners, values, heads, tensors["bits"], torch.device(device))
+
+    def task_network(self, task: int) -> TaskNetwork:
+        """Task ``task``'s network (0-based), built on first use and cached, in eval mode."""
+        if not 0 <= task < self.num_tasks:
+            raise IndexError(f"task {task} out of range: {self.path} holds {self.num_tasks} tasks (0..{self.num_tasks - 1})")
+        key = str(task)
+        if key not in self.networks:
+            arch = self.architecture
+            template = build_model(arch["model"], tuple(arch["input_shape"]), arch["classes_per_task"])
+            with torch.no_grad():
+                for name, layer in prunable_layers(template).items():
+                    visible = (self.owner_maps[name] >= 1) & (self.owner_maps[name] <= task + 1)
+                    layer.weight.copy_(torch.where(visible, self.values[name], torch.zeros(())))
+                head = template.heads[task]
+                head.weight.copy_(self.heads[task][0])
+                head.bias.copy_(self.heads[task][1])
+            # Inference only: no parameter of a packed network is meant to be trained.
+            self.networks[key] = TaskNetwork(template.body, head).requires_grad_(False).to(self.device).eval()
+        return self.networks[key]
+
+    def forward(self, x: Tensor, task: int) -> Tensor:
+        """Logits of task ``task`` (0-based) for the batch ``x``."""
+        return self.task_network(task)(x)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, task: int) -> Tensor:
+        """Predicted class (within task ``task``) of every sample of ``x``, in eval mode."""
+        network = self.task_network(task)
+        network.eval()
+        return network(x).argmax(1)
+
+
+def _describe(architecture: dict[str, Any]) -> str:
+    return (
+        f"{architecture.get('model')} for inputs {architecture.get('input_shape')}, "
+        f"layers {architecture.get('layers')}"
+    )
+
+
+def _checked_metadata(path: Path, blob: bytes) -> dict[str, str]:
+    """The header's metadata after checking format, version and the whole file's checksum."""
+    if len(blob) < 8:
+        raise PackedFileError(f"{path}: {len(blob)} bytes is too short for a packed file (truncated?)")
+    header_end, header = _header(blob)
+    if header_end > len(blob):
+        raise PackedFileError(f"{path}: the header claims {header_end} bytes but the file has {len(blob)} (truncated or corrupt)")
+    try:
+        meta = json.loads(header.decode("utf-8"))["__metadata__"]
+        if not isinstance(meta, dict):
+            raise TypeError("metadata is not an object")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise PackedFileError(f"{path}: the header is not valid ({error}); the file is corrupt or not a packed file") from error
+    if meta.get("format") != FORMAT:
+        raise PackedFileError(f"{path} is not a packed network (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise PackedFileError(
+            f"{path} has format version {meta.get('format_version')!r}; this package reads version {FORMAT_VERSION}"
+        )
+    stored = meta.get(_CHECKSUM_KEY)
+    field = f'"{_CHECKSUM_KEY}":"{stored}"'.encode()
+    if not isinstance(stored, str) or len(stored) != 64 or header.count(field) != 1:
+        raise PackedFileError(f"{path}: the checksum field is damaged; the file is corrupt")
+    start = 8 + header.index(field) + len(field) - 65
+    digest = hashlib.sha256(blob[:start] + _PLACEHOLDER.encode() + blob[start + 64 :]).hexdigest()
+    if digest != stored:
+        raise PackedFileError(f"{path}: checksum mismatch (stored {stored[:12]}..., computed {digest[:12]}...); the file is corrupt")
+    return meta
+
+
+def _template(path: Path, architecture: dict[str, Any], num_tasks: int) -> MultiHeadNet:
+    """The network the file's architecture record builds; its layers must match the record."""
+    try:
+        template = build_model(architecture["model"], tuple(architecture["input_shape"]), architecture["classes_per_task"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise PackedFileError(f"{path}: its architecture cannot be built ({error})") from error
+    built = {name: list(layer.weight.shape) for name, layer in prunable_layers(template).items()}
+    if built != architecture["layers"] or len(architecture["classes_per_task"]) != num_tasks:
+        raise PackedFileError(
+            f"{path} was written for another architecture: its layers are {architecture['layers']}, but "
+            f"{architecture['model']} for inputs {architecture['input_shape']} has {built}"
+        )
+    return template
+
+
+def _decode(
+    tensors: dict[str, np.ndarray], architecture: dict[str, Any], num_tasks: int, quantized: bool, layers: list[str]
+) -> tuple[dict[str, Tensor], dict[str, Tensor], list[tuple[Tensor, Tensor]]]:
+    """Owner maps, dense per-layer values and heads from the file's tensors."""
+    shapes = {name: tuple(architecture["layers"][name]) for name in layers}
+    feature_dim = architecture["feature_dim"]
+    head_shapes = [((n, feature_dim), (n,)) for n in architecture["classes_per_task"]]
+    names = tensor_names(layers)
+    kinds = tensors["stream_models"]
+    counts = tensors["symbol_counts"]
+    coder = constriction.stream.stack.AnsCoder(tensors["ans"].astype(np.uint32))
+    stream_index, count_offset = 0, 0
+
+    def next_stream(n: int, alphabet: int) -> np.ndarray:
+        nonlocal stream_index, count_offset
+        kind = int(kinds[stream_index])
+        stream_index += 1
+        if kind == NOT_CODED or n == 0:
+            return np.zeros(n, dtype=np.int32)
+        table = None
+        if kind == COUNTED:
+            table = counts[count_offset : count_offset + alphabet]
+            count_offset += alphabet
+            if len(table) != alphabet or int(table.sum()) != n:
+                raise ValueError("symbol counts do not fit their stream")
+        symbols = np.asarray(coder.decode(_model(kind, alphabet, table), n))
+        if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= alphabet:
+            raise ValueError("a decoded symbol is outside its alphabet")
+        return symbols
+
+    owners = {
+        name: torch.from_numpy(next_stream(math.prod(shapes[name]), num_tasks + 1).astype(np.uint8)).reshape(shapes[name])
+        for name in layers
+    }
+    values = {name: torch.zeros(shapes[name]) for name in layers}
+    heads: list[tuple[Tensor, Tensor]] = []
+    codebooks = tensors.get("codebooks")
+    levels = tensors.get("levels")
+    floats = tensors.get("float_weights")
+    offset = 0  # into codebooks (quantized) or float_weights (float)
+    for t in range(1, num_tasks + 1):
+        decoded: dict[str, Tensor] = {}
+        for column, name in enumerate(names):
+            if name in owners:
+                n = int((owners[name] == t).sum())
+            else:
+                n = math.prod(head_shapes[t - 1][0 if name == HEAD else 1])
+            if quantized:
+                size = int(levels[t - 1, column])
+                codebook = torch.from_numpy(codebooks[offset : offset + size].copy())
+                offset += size
+                if len(codebook) != size:
+                    raise ValueError("the codebooks are shorter than their sizes say")
+                decoded[name] = codebook[torch.from_numpy(next_stream(n, size).astype(np.int64))]
+            else:
+                decoded[name] = torch.from_numpy(floats[offset : offset + n].copy())
+                offset += n
+                if len(decoded[name]) != n:
+                    raise ValueError("the float weights are shorter than the owner maps say")
+            if name in owners:
+                values[name][owners[name] == t] = decoded[name]
+        heads.append((decoded[HEAD].reshape(head_shapes[t - 1][0]), decoded[HEAD_BIAS].reshape(head_shapes[t - 1][1])))
+    if stream_index != len(kinds) or count_offset != len(counts) or not coder.is_empty():
+        raise ValueError("the payload holds more than its streams")
+    if int(max((o.max() for o in owners.values()), default=0)) > num_tasks:
+        raise ValueError("an owner map names a task the file does not hold")
+    return owners, values, heads
