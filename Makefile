@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	$(PY) -m pip install --quiet -e ".[notebooks,test,baselines]"
 	# --sys-prefix: a stale user-level kernel spec must not shadow this venv's kernel.
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaqpacknet)"
 	touch $@

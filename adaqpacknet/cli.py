@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .learner import run
+from .methods import run
 from .results import PACKAGE_ROOT
 
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -40,6 +40,8 @@ def parse_override(text: str) -> tuple[str, Any]:
             return key, float(raw)
         if kind == "bool":
             return key, _BOOLS[raw.lower()]
+        if kind == "list":  # comma-separated numbers, e.g. prune_ratios=0.75,0.5
+            return key, [float(v) for v in raw.split(",")]
     except (ValueError, KeyError):
         raise ValueError(f"{key}={raw!r} is not a valid {kind}") from None
     return key, raw
@@ -47,7 +49,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def default_out_dir(config: Config) -> Path:
     """``runs/<scenario>/<method>-seed<seed>`` under the current directory."""
-    return Path("runs") / config.scenario / f"{config.method}-seed{config.seed}"
+    return Path("runs") / config.scenario / f"{config.label}-seed{config.seed}"
 
 
 def check_profile_data(profile_dir: Path) -> int:
@@ -121,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     out_dir = args.out or default_out_dir(config)
     results = run(config, out_dir)
-    summary = {k: results[k] for k in ("method", "scenario", "seed", "acc", "bwt", "forgetting", "bit_widths")}
-    summary["capacity_used"] = results["capacity_used"]["total"]
+    summary = {k: results.get(k) for k in ("method", "scenario", "seed", "acc", "bwt", "forgetting", "model_bytes", "bit_widths")}
+    summary["capacity_used"] = results.get("capacity_used", {}).get("total")  # methods with owners or masks
     summary["results"] = str(Path(out_dir) / "results.json")
     print(json.dumps(summary, indent=2))
     return 0

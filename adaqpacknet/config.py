@@ -27,6 +27,14 @@ PRUNE_SCHEDULES = ("train_prune_retrain", "fixed_mask")
 SEARCH_KEEPS = ("best", "retrain")
 FREE_INITS = ("layer_default", "uniform", "keep")
 DEVICES = ("auto", "cpu", "cuda")
+# Ada-QPacknet (and its float variant, quantizer="none"); PackNet: one fixed prune ratio per task, no
+# search, no quantisation; WSN: learned per-task binary masks; independent: one network per task;
+# joint: one network trained on every task at once (the two upper bounds).
+# The classic strategies, run through avalanche-lib (adaqpacknet.classic).
+CLASSIC_METHODS = ("naive", "ewc", "si", "lwf", "replay", "gem", "agem")
+# avalanche-lib's own PackNet: the cross-check of method="packnet" (same schedule and ratios).
+AVALANCHE_METHODS = (*CLASSIC_METHODS, "avalanche_packnet")
+METHODS = ("ada_qpacknet", "packnet", "wsn", "independent", "joint", *AVALANCHE_METHODS)
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class Config:
     """All settings of one Ada-QPacknet run. Defaults follow shared method.md."""
 
     # --- what to run -------------------------------------------------------------------------
+    method: str = "ada_qpacknet"  # one of METHODS
     scenario: str = "permuted_fashion_mnist"  # one of SCENARIOS
     model: str = "auto"  # "auto" = the scenario's protocol network (method.md §3)
     num_tasks: int | None = None  # None = the scenario's protocol number of tasks
@@ -65,6 +74,29 @@ class Config:
     search_keep: str = "best"  # "best": keep the winner's weights; "retrain": retrain from scratch
     prune_schedule: str = "train_prune_retrain"  # or "fixed_mask" (reference-code-faithful)
 
+    # --- PackNet (method="packnet") --------------------------------------------------------------
+    # Prune ratio of each task's free weights, every layer: one value for every task, or one per
+    # task. None = (r_min + r_max) / 2, the mean of Ada-QPacknet's search range, so that the
+    # comparison isolates the search.
+    prune_ratios: list | None = None
+
+    # --- WSN (method="wsn", Kang et al. 2022) -------------------------------------------------------
+    wsn_capacity: float = 0.5  # c: share of each layer's weights a task's mask selects (top-c% scores)
+
+    # --- classic strategies (avalanche-lib 0.6.0). Defaults: ContinualAI/continual-learning-baselines,
+    # experiments/permuted_mnist/*.py (SI: split_mnist, multi-head). Avalanche's EWC importance is the
+    # squared minibatch gradient and its SI clips importance, so values from other code do not transfer.
+    ewc_lambda: float = 1.0
+    si_lambda: float = 1.0
+    si_eps: float = 0.1
+    lwf_alpha: float = 1.0
+    lwf_temperature: float = 1.0
+    replay_mem_size: int = 1000  # samples kept over all tasks (split_mnist/online_replay.py)
+    gem_patterns_per_exp: int = 1000  # samples kept per task
+    gem_memory_strength: float = 0.5
+    agem_patterns_per_exp: int = 250
+    agem_sample_size: int = 256  # memory samples per reference gradient
+
     # --- quantisation (method.md §2.4) ----------------------------------------------------------
     quantizer: str = "kmeans"  # "kmeans" | "linear" | "linear_symmetric" | "none" (float variant)
     max_bits: int = 6
@@ -78,6 +110,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _choice("method", self.method, METHODS)
         _choice("scenario", self.scenario, SCENARIOS)
         _choice("model", self.model, MODELS)
         _choice("quantizer", self.quantizer, QUANTIZERS)
@@ -114,11 +147,55 @@ class Config:
         _in_range("fitness_accuracy_weight", self.fitness_accuracy_weight, 0.0, 1.0 + 1e-12, "[0, 1]")
         if self.val_fraction is not None:
             _in_range("val_fraction", self.val_fraction, 0.0, 1.0, "(0, 1)", open_low=True)
+        if self.prune_ratios is not None:
+            if not self.prune_ratios:
+                raise ValueError("prune_ratios=[] needs at least one ratio (or None for the default)")
+            for ratio in self.prune_ratios:
+                if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+                    raise ValueError(f"prune_ratios={self.prune_ratios!r}: {ratio!r} is not a number")
+                _in_range("prune_ratios entry", ratio, 0.0, 1.0, "[0, 1)")
+            if len(self.prune_ratios) > 1 and self.num_tasks is not None and len(self.prune_ratios) != self.num_tasks:
+                raise ValueError(
+                    f"prune_ratios has {len(self.prune_ratios)} entries for num_tasks={self.num_tasks}: give one "
+                    f"ratio for every task or one per task"
+                )
+        _in_range("wsn_capacity", self.wsn_capacity, 0.0, 1.0 + 1e-12, "(0, 1]", open_low=True)
+        for name in ("ewc_lambda", "si_lambda", "lwf_alpha", "gem_memory_strength"):
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
+        for name in ("si_eps", "lwf_temperature"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)} must be a finite number > 0")
+        for name in ("replay_mem_size", "gem_patterns_per_exp", "agem_patterns_per_exp", "agem_sample_size"):
+            _at_least(name, getattr(self, name), 1)
+        if self.method == "packnet" and self.population != 1:
+            raise ValueError(
+                f"method='packnet' trains one network per task with its fixed ratio, but population={self.population}: "
+                f"set population=1"
+            )
+        if self.method == "avalanche_packnet" and self.finetune_epochs < 1:
+            raise ValueError("method='avalanche_packnet' prunes before its post-prune epochs: finetune_epochs must be >= 1")
+        if self.method == "avalanche_packnet" and self.weight_decay > 0:
+            # avalanche adds weight decay after its gradient mask: frozen weights would shrink.
+            raise ValueError(f"method='avalanche_packnet' needs weight_decay=0 (got {self.weight_decay}): it would move frozen weights")
+        if self.method == "packnet" and self.quantizer != "none":
+            raise ValueError(
+                f"method='packnet' keeps float32 weights, but quantizer={self.quantizer!r}: set quantizer='none' "
+                f"(Ada-QPacknet with one fixed ratio and quantisation is method='ada_qpacknet', population=1, r_min=r_max)"
+            )
 
     @property
-    def method(self) -> str:
-        """Name of the method in results and tables: the float variant is a method of its own."""
-        return "ada_qpacknet_float" if self.quantizer == "none" else "ada_qpacknet"
+    def label(self) -> str:
+        """Name of the method in results and tables: Ada-QPacknet's float variant is one of its own."""
+        if self.method == "ada_qpacknet" and self.quantizer == "none":
+            return "ada_qpacknet_float"
+        return self.method
+
+    def prune_ratio(self, task_index: int) -> float:
+        """PackNet's prune ratio of task ``task_index`` (0-based)."""
+        if self.prune_ratios is None:
+            return (self.r_min + self.r_max) / 2
+        return float(self.prune_ratios[task_index if len(self.prune_ratios) > 1 else 0])
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Config":
@@ -150,6 +227,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
+    "list | None": (list, type(None)),
 }
 
 

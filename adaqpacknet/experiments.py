@@ -16,8 +16,9 @@ import torch
 from safetensors import safe_open
 
 from .cli import parse_override
-from .config import Config
-from .learner import RESUME_FREE_KEYS, AdaQPacknet, scenario_of
+from .config import AVALANCHE_METHODS, Config
+from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
+from .methods import learner_for
 from .packing import PROBES_FILE, PackedNetwork, probe_batch
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
 from .training import evaluate
@@ -28,6 +29,11 @@ NOTEBOOK_SCHEMA_VERSION = 1
 METHODS: dict[str, dict[str, Any]] = {
     "ada_qpacknet": {},
     "ada_qpacknet_float": {"quantizer": "none"},
+    "packnet": {"method": "packnet", "quantizer": "none", "population": 1},
+    "wsn": {"method": "wsn"},
+    "independent": {"method": "independent"},
+    "joint": {"method": "joint"},
+    **{name: {"method": name} for name in AVALANCHE_METHODS},
 }
 
 
@@ -47,7 +53,7 @@ def config_hash(config: Config) -> str:
 
 def run_dir(config: Config, runs_root: str | Path) -> Path:
     """``<runs_root>/<scenario>/<method>/<config hash>-seed<seed>``."""
-    return resolve(runs_root) / config.scenario / config.method / f"{config_hash(config)}-seed{config.seed}"
+    return resolve(runs_root) / config.scenario / config.label / f"{config_hash(config)}-seed{config.seed}"
 
 
 def method_config(method: str, settings: dict[str, Any], seed: int) -> Config:
@@ -80,8 +86,8 @@ def run_methods(
     configs = [method_config(m, settings, s) for m in methods for s in seeds]
     results = []
     for number, config in enumerate(configs, start=1):
-        print(f"run {number}/{len(configs)}: {config.method} on {config.scenario}, seed {config.seed}", flush=True)
-        results.append(AdaQPacknet(config).run(run_dir(config, runs_root)))
+        print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
+        results.append(learner_for(config).run(run_dir(config, runs_root)))
     return results
 
 
@@ -95,9 +101,9 @@ def scenario_notebook(
     return results
 
 
-def load_learner(config: Config, runs_root: str | Path) -> AdaQPacknet:
+def load_learner(config: Config, runs_root: str | Path) -> ContinualLearner:
     """A learner restored from the finished run of ``config`` (run first if needed)."""
-    learner = AdaQPacknet(config)
+    learner = learner_for(config)
     folder = run_dir(config, runs_root)
     learner.run(folder)
     return learner

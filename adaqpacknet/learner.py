@@ -12,10 +12,9 @@ After every task the test accuracy of every seen task is re-measured from the fr
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from torch import Tensor, nn
 
 from . import metrics
 from .config import Config
-from .data import Scenario, Task, build_scenario, check_data_available
-from .models import HEAD, HEAD_BIAS, build_model
+from .continual import ContinualLearner
+from .data import Scenario, Task
+from .models import HEAD, HEAD_BIAS, MultiHeadNet
 from .ownership import (
     assign,
     attach_owner_maps,
@@ -38,88 +38,51 @@ from .ownership import (
     show_task,
     show_training,
 )
-from .packing import PACKED_FILE, PROBES_FILE, pack, probe_batch
+from .packing import PACKED_FILE, PROBES_FILE, layout_bytes, pack, probe_batch
 from .pruning import magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
-from .results import (
-    CorruptFileError,
-    SCHEMA_VERSION,
-    environment,
-    load_checkpoint,
-    save_checkpoint,
-    write_bytes,
-    write_json,
-)
-from .training import TrainSettings, evaluate, fit, load_trainable_state, pick_device, trainable_state
+from .results import write_bytes
+from .training import evaluate, fit, load_trainable_state, trainable_state
 
 FLOAT_BITS = 32
 # Settings that may differ between a run and its resumption without changing any result.
 RESUME_FREE_KEYS = ("progress", "device", "data_root", "download")
 
 
-def task_seed(seed: int, task_index: int) -> int:
-    """Seed of one task's randomness, so a resumed run draws exactly what an unbroken one would."""
-    return (seed * 1_000_003 + task_index * 7_919 + 17) % (2**63)
-
-
-class AdaQPacknet:
-    """Ada-QPacknet on one scenario: ``run()`` learns every task, writing results as it goes.
+class AdaQPacknet(ContinualLearner):
+    """Ada-QPacknet on one scenario (and PackNet, ``method="packnet"``: one fixed prune ratio per
+    task, no search, no quantisation); ``run()`` learns every task, writing results as it goes.
 
     State lives in the model: owner maps are buffers of each layer's ``WeightMask``, frozen weights
     hold their quantised values, and ``codebooks`` keeps the codebook of every (task, layer).
     """
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
-        self.config = config
-        self.scenario = scenario_of(config) if scenario is None else scenario
-        self.device = pick_device(config.device)
-        # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
-        self.environment = environment(self.device)
-        self.resumed_in: list[dict[str, Any]] = []  # environments of the processes that resumed
-        model_name = self.scenario.default_model if config.model == "auto" else config.model
-        torch.manual_seed(config.seed)
-        self.model = build_model(model_name, self.scenario.input_shape, self.scenario.classes_per_task)
-        attach_owner_maps(self.model)
-        _check_body_parameters(self.model)
-        self.model.to(self.device)
-        self.model_name = model_name
+        if config.method not in ("ada_qpacknet", "packnet"):
+            raise ValueError(f"AdaQPacknet runs method 'ada_qpacknet' or 'packnet', not {config.method!r}")
+        super().__init__(config, scenario)
+        ratios = config.prune_ratios
+        if config.method == "packnet" and ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
+            raise ValueError(
+                f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
+            )
         self.layer_names = list(prunable_layers(self.model))
         self.codebooks: dict[str, Tensor] = {}  # "task/layer" -> codebook (float32)
-        self.acc_matrix: list[list[float]] = []
-        self.per_task: list[dict[str, Any]] = []
         # Logits of each task's probe batch, recorded when the task was frozen (0-based task index):
         # the packed file must reproduce them bit for bit.
         self.probe_logits: dict[int, Tensor] = {}
         self._packed: tuple[int, bytes, dict[str, Any]] | None = None  # (tasks, file, ledger) cache
-        self.settings = TrainSettings(**{f.name: getattr(config, f.name) for f in dataclasses.fields(TrainSettings)})
+
+    def build_network(self) -> MultiHeadNet:
+        model = super().build_network()
+        attach_owner_maps(model)
+        _check_body_parameters(model)
+        return model
+
+    def show(self, index: int) -> None:
+        show_task(self.model, index + 1)
 
     # --- the task loop ---------------------------------------------------------------------------
-
-    def run(self, out_dir: str | Path | None = None) -> dict[str, Any]:
-        """Learn every task; with ``out_dir``, checkpoint after each task and resume from it.
-
-        Writes ``results.json`` (atomically) in ``out_dir`` and returns the same dictionary.
-        """
-        start_task = 0
-        if out_dir is not None:
-            start_task = self.resume(out_dir)
-        for index in range(start_task, self.scenario.num_tasks):
-            self.learn_task(index)
-            self.acc_matrix.append(self.evaluate_seen())
-            print(
-                f"task {index + 1}/{self.scenario.num_tasks} done: bits {self.per_task[-1]['bits']}, "
-                f"test accuracy {self.acc_matrix[-1][-1]:.2f}%, mean over seen tasks "
-                f"{sum(self.acc_matrix[-1]) / len(self.acc_matrix[-1]):.2f}%",
-                flush=True,
-            )
-            if out_dir is not None:
-                self.save_checkpoint(out_dir)
-                self.write_packed(out_dir)
-        results = self.results()
-        if out_dir is not None:
-            self.write_packed(out_dir)  # after a resumption too: the file always matches the results
-            write_json(Path(out_dir) / "results.json", results)
-        return results
 
     def learn_task(self, index: int) -> dict[str, Any]:
         """Search, train, prune, quantise and freeze task ``index`` (0-based); returns its report.
@@ -134,10 +97,7 @@ class AdaQPacknet:
 
     def start_task(self, index: int) -> "TaskStep":
         """Seed the task's randomness and re-initialise the free weights."""
-        if index != len(self.per_task):
-            raise ValueError(f"task {index} cannot be learned now: the next task is {len(self.per_task)}")
-        seed = task_seed(self.config.seed, index)
-        torch.manual_seed(seed)  # dropout
+        seed = self.begin_task(index)  # dropout
         step = TaskStep(
             index=index,
             task=self.scenario.tasks[index],
@@ -156,7 +116,10 @@ class AdaQPacknet:
         winner_state = start_state
         for number in range(cfg.population):
             load_trainable_state(self.model, index, start_state)
-            ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, step.generator)
+            if cfg.method == "packnet":
+                ratios = {name: cfg.prune_ratio(index) for name in self.layer_names}
+            else:
+                ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, step.generator)
             keep = self._train_candidate(step, ratios, f"task {owner_id} cand {number + 1}")
             candidate = self._score(step.task, keep, step.free, ratios)
             step.candidates.append(candidate)
@@ -215,21 +178,6 @@ class AdaQPacknet:
         self.per_task.append(report)
         return report
 
-    @torch.no_grad()
-    def logits(self, x: Tensor, index: int) -> Tensor:
-        """Logits (on the CPU) of task ``index`` (0-based) for the batch ``x``, from the frozen state."""
-        show_task(self.model, index + 1)
-        self.model.eval()
-        return self.model(x.to(self.device), index).cpu()
-
-    def evaluate_seen(self) -> list[float]:
-        """Test accuracy (percent) of every learned task, each under its own frozen view."""
-        row = []
-        for index in range(len(self.per_task)):
-            show_task(self.model, index + 1)
-            row.append(evaluate(self.model, self.scenario.tasks[index].test, index, self.config.eval_batch_size, self.device))
-        return row
-
     # --- steps ------------------------------------------------------------------------------------
 
     def _reinitialise(self, free: dict[str, Tensor], generator: torch.Generator) -> None:
@@ -256,6 +204,7 @@ class AdaQPacknet:
             return {name: magnitude_keep_mask(weights[name], free[name], ratios[name]) for name in self.layer_names}
 
         def train(trainable: dict[str, Tensor], epochs: int, label: str) -> None:
+            show_training(self.model, task.index + 1, trainable)
             report = fit(self.model, task.index, task.train, task.val, trainable, epochs, self.settings, self.device, step.generator, label)
             step.timings["train_s"] += report.seconds
             step.epochs_run += report.epochs_run
@@ -363,98 +312,41 @@ class AdaQPacknet:
 
     # --- results and checkpoints -----------------------------------------------------------------
 
-    def results(self) -> dict[str, Any]:
-        """The results dictionary (schema in the README), from the current state."""
+    def write_outputs(self, directory: Path) -> None:
+        self.write_packed(directory)
+
+    def extra_tensors(self) -> dict[str, Tensor]:
+        tensors = {f"codebook/{k}": v for k, v in self.codebooks.items()}
+        tensors.update({f"probe/{k}": v for k, v in self.probe_logits.items()})
+        return tensors
+
+    def load_extra_tensors(self, tensors: dict[str, Tensor]) -> None:
+        self.codebooks = {k[len("codebook/"):]: v for k, v in tensors.items() if k.startswith("codebook/")}
+        self.probe_logits = {int(k[len("probe/"):]): v for k, v in tensors.items() if k.startswith("probe/")}
+
+    def storage(self) -> tuple[int, str]:
+        if self.config.method == "packnet":
+            heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
+            body = sum(o.numel() for o in owner_maps(self.model).values())
+            return layout_bytes(body, heads)["packnet"], "PackNet: float32 body weights + uint8 owner map + float32 heads"
+        return self.pack()[1]["packed_bytes"], "the packed file on disk (entropy-coded owner maps and codes, codebooks, heads, metadata)"
+
+    def method_results(self) -> dict[str, Any]:
         owners = owner_maps(self.model)
         total_weights = sum(o.numel() for o in owners.values())
         owned = [r["owned_weights"] for r in self.per_task]
         bits = [{name: r["layer_bits"][name] for name in self.layer_names} for r in self.per_task]
-        T = len(self.acc_matrix)
-        timings = {key: sum(r["timings"][key] for r in self.per_task) for key in ("train_s", "search_s", "quantize_s", "total_s")}
-        ledger = dict(self.pack()[1]) if T else {}
-        sizes = {key: ledger.pop(key, None) for key in ("packed_bytes", "entropy_bound_bytes", "dense_float32_bytes")}
+        ledger = dict(self.pack()[1]) if self.per_task else {}
+        sizes = {key: ledger.pop(key, None) for key in ("packed_bytes", "entropy_bound_bytes")}
+        ledger.pop("dense_float32_bytes", None)  # a key of every method's results
         return {
-            "schema_version": SCHEMA_VERSION,
-            "method": self.config.method,
-            "scenario": self.config.scenario,
-            "model": self.model_name,
-            "seed": self.config.seed,
-            "config": self.config.to_dict(),
-            "environment": self.environment,
-            "resumed_in": self.resumed_in,
-            "num_tasks": T,
-            "task_names": [t.name for t in self.scenario.tasks[:T]],
-            "acc_matrix": self.acc_matrix,
-            "acc": metrics.average_accuracy(self.acc_matrix) if T else None,
-            "bwt": metrics.backward_transfer(self.acc_matrix) if T else None,
-            "forgetting": metrics.forgetting(self.acc_matrix) if T else None,
-            "metric_definitions": {
-                "acc": metrics.ACC_DEFINITION,
-                "bwt": metrics.BWT_DEFINITION,
-                "forgetting": metrics.FORGETTING_DEFINITION,
-            },
-            "weights": {
-                "body": total_weights,
-                "per_layer": {name: o.numel() for name, o in owners.items()},
-                "heads": [{"weight": h.weight.numel(), "bias": h.bias.numel()} for h in self.model.heads[:T]],
-            },
             "capacity_used": capacity_used(self.model),
             "bit_weighted_capacity": metrics.bit_weighted_capacity(owned, bits, total_weights),
             "bit_widths": [r["bits"] for r in self.per_task],
             **sizes,
-            "packed_file": PACKED_FILE if T else None,
+            "packed_file": PACKED_FILE if self.per_task else None,
             "bits_ledger": ledger,
-            "per_task": self.per_task,
-            "timings": {**timings, "per_task": [r["timings"] for r in self.per_task]},
         }
-
-    def save_checkpoint(self, directory: str | Path) -> None:
-        """Tensors (model state incl. owner maps, codebooks) and plain data, written atomically."""
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"codebook/{k}": v for k, v in self.codebooks.items()})
-        tensors.update({f"probe/{k}": v for k, v in self.probe_logits.items()})
-        state = {
-            "schema_version": SCHEMA_VERSION,
-            "config": self.config.to_dict(),
-            "tasks_done": len(self.per_task),
-            "acc_matrix": self.acc_matrix,
-            "per_task": self.per_task,
-            "environment": self.environment,
-            "resumed_in": self.resumed_in,
-        }
-        save_checkpoint(directory, tensors, state, tag=f"task{len(self.per_task):03d}")
-
-    def resume(self, directory: str | Path) -> int:
-        """Load the checkpoint in ``directory`` if there is one; returns the next task index."""
-        loaded = load_checkpoint(directory)
-        if loaded is None:
-            return 0
-        tensors, state = loaded
-        if state.get("schema_version") != SCHEMA_VERSION:
-            raise CorruptFileError(
-                f"the checkpoint in {directory} has schema version {state.get('schema_version')}; this package "
-                f"writes version {SCHEMA_VERSION}: delete {directory} to start over"
-            )
-        saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE_KEYS}
-        current = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE_KEYS}
-        if saved != current:
-            changed = sorted(k for k in current if saved.get(k) != current[k])
-            raise ValueError(
-                f"the checkpoint in {directory} was made with a different config (keys {changed}); "
-                f"use another output folder or delete it to start over"
-            )
-        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-        self.model.load_state_dict(model_state)
-        self.codebooks = {k[len("codebook/"):]: v for k, v in tensors.items() if k.startswith("codebook/")}
-        self.probe_logits = {int(k[len("probe/"):]): v for k, v in tensors.items() if k.startswith("probe/")}
-        self.acc_matrix = state["acc_matrix"]
-        self.per_task = state["per_task"]
-        # The results describe the process that trained the first task; each resumption is listed.
-        self.resumed_in = [*state["resumed_in"], self.environment]
-        self.environment = state["environment"]
-        done = int(state["tasks_done"])
-        print(f"resumed from {directory}: {done} task(s) already learned", flush=True)
-        return done
 
 
 @dataclass
@@ -483,21 +375,3 @@ def _check_body_parameters(model: nn.Module) -> None:
     if extra:
         raise ValueError(f"body parameters outside the owner-mapped layers would be shared by all tasks: {extra}")
 
-
-def scenario_of(config: Config) -> Scenario:
-    """The scenario ``config`` names, after checking that its data is there (before any work)."""
-    check_data_available(config.scenario, config.data_root, config.download)
-    return build_scenario(
-        config.scenario,
-        root=config.data_root,
-        num_tasks=config.num_tasks,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        class_order=config.class_order,
-        download=config.download,
-    )
-
-
-def run(config: Config, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Build the learner for ``config`` and run it (resuming from ``out_dir`` if it holds a checkpoint)."""
-    return AdaQPacknet(config).run(out_dir)

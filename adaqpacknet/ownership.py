@@ -58,9 +58,11 @@ def weight_mask(layer: nn.Module) -> WeightMask:
 
 
 def raw_weight(layer: nn.Module) -> nn.Parameter:
-    """The trainable tensor behind the mask (``parametrizations.weight.original``)."""
-    weight_mask(layer)
-    return layer.parametrizations.weight.original
+    """The trainable tensor of a layer: behind its mask parametrisation if it has one (owner maps,
+    WSN's scores), else the plain ``weight``."""
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return layer.weight
 
 
 def owner_maps(model: nn.Module) -> dict[str, Tensor]:

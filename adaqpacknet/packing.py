@@ -6,8 +6,8 @@ What the file holds (format version 1, a safetensors container: no pickle anywhe
 - per task t and stored tensor (each body layer, then the head's weight and bias), the code of every
   weight the task owns at its bit width and the codebook the codes index (float32 levels);
   a float run (``quantizer="none"``) stores those weights as float32 instead;
-- the architecture (network name, input shape, classes per task, every layer's shape) and the run's
-  config, the format version, the coder, and a SHA-256 of the whole file (computed with the
+- the architecture (network name, input shape, classes per task, every layer's shape), the config
+  keys that rebuild the data and evaluation (``REBUILD_KEYS``), the format version, the coder, and a SHA-256 of the whole file (computed with the
   checksum's own 64 hex digits set to "0"), so that any change to any byte is detected.
 
 Entropy coding: the owner maps and the codes are entropy-coded onto one stack of constriction's ANS
@@ -53,6 +53,9 @@ CODER = (
     "one stack; per stream an order-0 categorical model from stored symbol counts, or uniform where "
     "the count table would cost more"
 )
+# The config keys a packed file keeps: what rebuilds its data and evaluates it the same way (BN uses
+# batch statistics, so the evaluation batch size matters). The run's full config is in results.json.
+REBUILD_KEYS = ("scenario", "model", "num_tasks", "seed", "data_root", "download", "val_fraction", "class_order", "eval_batch_size")
 _CHECKSUM_KEY = "sha256"
 _PLACEHOLDER = "0" * 64
 # How a stream is coded (the "stream_models" tensor): nothing to code, uniform, or counted.
@@ -212,7 +215,7 @@ def pack(
         "num_tasks": str(num_tasks),
         "storage": "quantized" if quantized else "float32",
         "architecture": json.dumps(architecture, separators=(",", ":")),
-        "config": json.dumps(config, separators=(",", ":"), allow_nan=False),
+        "config": json.dumps({k: config[k] for k in REBUILD_KEYS if k in config}, separators=(",", ":"), allow_nan=False),
         "coder": CODER,
         _CHECKSUM_KEY: _PLACEHOLDER,
     }
@@ -295,23 +298,26 @@ def _ledger(
     }
 
 
-def storage_comparison(results: dict[str, Any]) -> dict[str, int]:
-    """Bytes to store a run's trained tasks four ways (method.md §4; issue 4's comparison).
+def layout_bytes(body_weights: int, head_sizes: list[int]) -> dict[str, int]:
+    """Bytes of ``len(head_sizes)`` learned tasks under the usual storage layouts, counted.
 
     - ``float32_per_task``: one dense float32 network (body and head) per task;
     - ``packnet``: float32 body weights and a uint8 owner map, float32 heads (PackNet's storage);
-    - ``wsn``: float32 body weights and one mask bit per weight per task, float32 heads (WSN's);
-    - ``packed``: this package's file, measured on disk.
+    - ``wsn``: float32 body weights and one mask bit per weight per task, float32 heads (WSN's).
+    ``head_sizes[t]`` counts task t's head parameters (weight and bias).
     """
-    body = results["weights"]["body"]
-    heads = [h["weight"] + h["bias"] for h in results["weights"]["heads"]]
-    T = len(heads)
+    T = len(head_sizes)
     return {
-        "float32_per_task": 4 * sum(body + h for h in heads),
-        "packnet": 4 * body + body + 4 * sum(heads),
-        "wsn": 4 * body + T * math.ceil(body / 8) + 4 * sum(heads),
-        "packed": results["packed_bytes"],
+        "float32_per_task": 4 * sum(body_weights + h for h in head_sizes),
+        "packnet": 4 * body_weights + body_weights + 4 * sum(head_sizes),
+        "wsn": 4 * body_weights + T * math.ceil(body_weights / 8) + 4 * sum(head_sizes),
     }
+
+
+def storage_comparison(results: dict[str, Any]) -> dict[str, int]:
+    """A run's trained tasks under each layout of ``layout_bytes``, and ``packed``: its packed file."""
+    heads = [h["weight"] + h["bias"] for h in results["weights"]["heads"]]
+    return {**layout_bytes(results["weights"]["body"], heads), "packed": results["packed_bytes"]}
 
 
 def probe_batch(dataset) -> Tensor:

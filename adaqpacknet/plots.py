@@ -57,6 +57,14 @@ def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
     return written
 
 
+def _empty(message: str) -> plt.Figure:
+    """A figure that says why it has nothing to show (a profile without such runs)."""
+    fig, ax = plt.subplots(figsize=(4.0, 1.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    return fig
+
+
 def _runs(notebooks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [run for _, run in unique_runs(notebooks)]
 
@@ -78,8 +86,11 @@ def _mean_matrix(runs: list[dict[str, Any]]) -> np.ndarray:
 
 
 def accuracy_matrices(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
-    """Heatmaps of R[i, j] (mean over seeds), one per scenario and method."""
-    groups = _grouped(_runs(notebooks))
+    """Heatmaps of R[i, j] (mean over seeds), one per scenario and method (joint training has no
+    task sequence: it is left out)."""
+    groups = _grouped([run for run in _runs(notebooks) if run["bwt"] is not None])
+    if not groups:
+        return _empty("no sequential runs")
     rows = len(groups)
     cols = max(len(m) for m in groups.values())
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
@@ -124,13 +135,22 @@ def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
 
 
 def _first_run(methods: dict[str, list[dict[str, Any]]], prefer: str = "ada_qpacknet") -> dict[str, Any]:
-    runs = methods.get(prefer) or next(iter(methods.values()))
+    """The lowest-seed run of ``prefer``, else of the first owner-map method (they have owners)."""
+    owning = {m: runs for m, runs in methods.items() if "bit_widths" in runs[0]}
+    runs = owning.get(prefer) or next(iter(owning.values()))
     return min(runs, key=lambda run: run["seed"])
+
+
+def _owning(groups: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The settings where some owner-map method ran (the others have no owner maps to draw)."""
+    return {s: methods for s, methods in groups.items() if any("bit_widths" in runs[0] for runs in methods.values())}
 
 
 def capacity_by_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
     """Per layer, after each task, the share of weights owned by each task (stacked), lowest seed."""
-    groups = _grouped(_runs(notebooks))
+    groups = _owning(_grouped(_runs(notebooks)))
+    if not groups:
+        return _empty("no owner-map runs")
     runs = [_first_run(methods) for methods in groups.values()]
     cols = max(len(run["weights"]["per_layer"]) for run in runs)
     fig, axes = plt.subplots(len(runs), cols, figsize=(2.6 * cols, 2.5 * len(runs)), squeeze=False, sharey=True)
@@ -162,7 +182,9 @@ def capacity_by_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
 
 def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
     """Per scenario: the bit width chosen per task (mean ± std over seeds) and the per-layer ratios."""
-    groups = _grouped(_runs(notebooks))
+    groups = _owning(_grouped(_runs(notebooks)))
+    if not groups:
+        return _empty("no owner-map runs")
     fig, axes = plt.subplots(len(groups), 2, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
     for (ax_bits, ax_ratio), (scenario, methods) in zip(axes, groups.items()):
         runs = methods.get("ada_qpacknet", [])
@@ -190,7 +212,8 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
 
 
 def accuracy_vs_size(runs_table) -> plt.Figure:
-    """ACC against the packed file's size per method (mean ± std over seeds), one panel per scenario."""
+    """ACC against each method's storage (T1's size: the packed file for Ada-QPacknet), mean ± std
+    over seeds, one panel per scenario."""
     scenarios = list(dict.fromkeys(runs_table["setting"]))
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.0), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
@@ -202,7 +225,7 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
             )
         ax.set_xscale("log")
         ax.set_title(scenario)
-        ax.set_xlabel("packed file (KiB, log)")
+        ax.set_xlabel("storage (KiB, log): each method's own (T1)")
         ax.set_ylabel("ACC (%)")
         ax.legend()
     fig.tight_layout()
@@ -220,6 +243,9 @@ STORAGE_LAYOUTS = {
 def storage(runs_table) -> plt.Figure:
     """Bytes of the same trained tasks under each storage layout (log scale), one panel per
     scenario, one group of bars per method; the tick on the packed bar is its entropy bound."""
+    runs_table = runs_table[runs_table["packed_kib"].notna()] if "packed_kib" in runs_table else runs_table.iloc[:0]
+    if not len(runs_table):
+        return _empty("no owner-map runs (Ada-QPacknet, PackNet): nothing to compare")
     scenarios = list(dict.fromkeys(runs_table["setting"]))
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 3.2), squeeze=False)
     colors = sns.color_palette(n_colors=len(STORAGE_LAYOUTS))

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_VERSION = 2  # 2: packed file, bits ledger and probe logits
+SCHEMA_VERSION = 3  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes
 CHECKPOINT_PREFIX = "checkpoint-"  # + tasks done + ".safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -73,7 +73,7 @@ def read_json(path: str | Path) -> Any:
         raise CorruptFileError(f"{path} is not valid JSON ({error}); delete it to start over") from error
 
 
-# The results file of one run (README: "Results file"): key -> type(s) it must have.
+# The results file of one run, any method (README: "Results file"): key -> type(s) it must have.
 RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "schema_version": int,
     "method": str,
@@ -87,33 +87,41 @@ RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "task_names": list,
     "acc_matrix": list,
     "acc": (int, float),
-    "bwt": (int, float),
-    "forgetting": (int, float),
+    "bwt": (int, float, type(None)),  # None for joint training (no task sequence)
+    "forgetting": (int, float, type(None)),
     "metric_definitions": dict,
     "weights": dict,
+    "model_bytes": int,
+    "model_bytes_definition": str,
+    "dense_float32_bytes": int,
+    "per_task": list,
+    "timings": dict,
+}
+# And the keys of the owner-map methods (Ada-QPacknet, its float variant, PackNet).
+OWNERSHIP_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "capacity_used": dict,
     "bit_weighted_capacity": (int, float),
     "bit_widths": list,
     "packed_bytes": int,
     "entropy_bound_bytes": (int, float),
-    "dense_float32_bytes": int,
     "packed_file": str,
     "bits_ledger": dict,
-    "per_task": list,
-    "timings": dict,
 }
+OWNERSHIP_METHODS = ("ada_qpacknet", "ada_qpacknet_float", "packnet")
 
 
 def check_run_schema(run: dict[str, Any]) -> None:
     """Raise ValueError naming every missing or mistyped key of a run's results."""
-    problems = [f"missing {key!r}" for key in RUN_SCHEMA if key not in run]
+    schema = {**RUN_SCHEMA, **(OWNERSHIP_SCHEMA if run.get("method") in OWNERSHIP_METHODS else {})}
+    problems = [f"missing {key!r}" for key in schema if key not in run]
     problems += [
         f"{key!r} is {type(run[key]).__name__}, expected {kind}"
-        for key, kind in RUN_SCHEMA.items()
+        for key, kind in schema.items()
         if key in run and not isinstance(run[key], kind)
     ]
-    if run.get("acc_matrix") is not None and len(run["acc_matrix"]) != run.get("num_tasks"):
-        problems.append("acc_matrix has not one row per task")
+    rows = 1 if run.get("method") == "joint" else run.get("num_tasks")
+    if run.get("acc_matrix") is not None and len(run["acc_matrix"]) != rows:
+        problems.append(f"acc_matrix has {len(run['acc_matrix'])} rows, expected {rows}")
     if problems:
         raise ValueError("results do not follow the schema: " + "; ".join(problems))
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,8 +23,10 @@ from .results import write_text
 T1_CAPTION = (
     "T1: task-incremental results, mean ± std over seeds. ACC = mean final test accuracy (%); "
     "BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) in pp; capacity = share of "
-    "body weights owned; size = the packed file on disk (entropy-coded owner maps and codes, "
-    "codebooks, heads, metadata) in KiB."
+    "body weights owned (WSN: selected by some task's mask); size = each method's natural storage in KiB: "
+    "Ada-QPacknet, the packed file on disk; PackNet, float32 weights + uint8 owner map; WSN, float32 "
+    "weights + 1 mask bit per weight per task; independent, one float32 network per task; joint, one "
+    "network with every head. n/a: not defined for the method (joint training has no task sequence)."
 )
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
@@ -72,37 +75,42 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
     whose runs are labelled by their ``variant``)."""
     rows = []
     for notebook, run in unique_runs(notebooks, section):
-        bits = [t["layer_bits"] for t in run["per_task"]]
-        owned = [t["owned_weights"] for t in run["per_task"]]
-        total_owned = sum(sum(o.values()) for o in owned)
-        mean_bits = sum(n * b[layer] for o, b in zip(owned, bits) for layer, n in o.items()) / max(total_owned, 1)
-        rows.append(
-            {
-                "notebook": notebook,
-                "setting": setting(run),
-                "scenario": run["scenario"],
-                "model": run["model"],
-                "method": run.get("variant", run["method"]),
-                "seed": run["seed"],
-                "tasks": run["num_tasks"],
-                "acc": run["acc"],
-                "bwt": run["bwt"],
-                "forgetting": run["forgetting"],
-                "capacity": 100 * run["capacity_used"]["total"],
-                "mean_bits": mean_bits,
-                "size_kib": run["packed_bytes"] / 1024,
-                **{f"{layout}_kib": size / 1024 for layout, size in storage_comparison(run).items()},
-                "bound_kib": run["entropy_bound_bytes"] / 1024,
-                "dense_kib": run["dense_float32_bytes"] / 1024,
-                "x_dense": run["dense_float32_bytes"] / run["packed_bytes"],
-                "bits_per_weight": run["bits_ledger"]["bits_per_body_weight"],
-                "train_s": run["timings"]["train_s"],
-                "search_s": run["timings"]["search_s"],
-                "quantize_s": run["timings"]["quantize_s"],
-                "total_s": run["timings"]["total_s"],
-            }
-        )
+        row = {
+            "notebook": notebook,
+            "setting": setting(run),
+            "scenario": run["scenario"],
+            "model": run["model"],
+            "method": run.get("variant", run["method"]),
+            "seed": run["seed"],
+            "tasks": run["num_tasks"],
+            "acc": run["acc"],
+            "bwt": run["bwt"] if run["bwt"] is not None else math.nan,
+            "forgetting": run["forgetting"] if run["forgetting"] is not None else math.nan,
+            "capacity": 100 * run["capacity_used"]["total"] if "capacity_used" in run else math.nan,
+            "mean_bits": _mean_bits(run),
+            "size_kib": run["model_bytes"] / 1024,
+            "dense_kib": run["dense_float32_bytes"] / 1024,
+            **{key: run["timings"].get(key, math.nan) for key in ("train_s", "search_s", "quantize_s", "total_s")},
+        }
+        if "packed_bytes" in run:  # the owner-map methods: their storage compared (T5)
+            row.update({f"{layout}_kib": size / 1024 for layout, size in storage_comparison(run).items()})
+            row.update(
+                bound_kib=run["entropy_bound_bytes"] / 1024,
+                x_dense=run["dense_float32_bytes"] / run["packed_bytes"],
+                bits_per_weight=run["bits_ledger"]["bits_per_body_weight"],
+            )
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean_bits(run: dict[str, Any]) -> float:
+    """Bits per owned weight, weighted by weights owned; 32 for methods that keep float32."""
+    if "bit_widths" not in run:
+        return 32.0
+    bits = [t["layer_bits"] for t in run["per_task"]]
+    owned = [t["owned_weights"] for t in run["per_task"]]
+    total_owned = sum(sum(o.values()) for o in owned)
+    return sum(n * b[layer] for o, b in zip(owned, bits) for layer, n in o.items()) / max(total_owned, 1)
 
 
 def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.DataFrame:
@@ -112,7 +120,8 @@ def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.
     for column, decimals in columns.items():
         mean = grouped[column].mean()
         std = grouped[column].std(ddof=1).fillna(0.0)
-        out[column] = [f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(mean, std)]
+        # n/a where a method has no such number (a joint run's BWT, a float method's search time).
+        out[column] = ["n/a" if math.isnan(m) else f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(mean, std)]
     return out.reset_index()
 
 
@@ -131,8 +140,10 @@ def table_t3(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table_t5(runs: pd.DataFrame) -> pd.DataFrame:
     """T5: bytes of the same trained tasks under each storage layout, per scenario and method."""
+    columns = ["float32_per_task_kib", "packnet_kib", "wsn_kib", "packed_kib", "bound_kib", "x_dense", "bits_per_weight"]
+    owning = runs.reindex(columns=[*runs.columns, *(c for c in columns if c not in runs)])
     return mean_std(
-        runs, ["scenario", "model", "tasks", "method"],
+        owning[owning["packed_kib"].notna()], ["scenario", "model", "tasks", "method"],
         {
             "float32_per_task_kib": 1, "packnet_kib": 1, "wsn_kib": 1, "packed_kib": 1, "bound_kib": 1,
             "dense_kib": 1, "x_dense": 2, "bits_per_weight": 3,

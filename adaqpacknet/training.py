@@ -2,7 +2,8 @@
 
 Three guards keep frozen weights frozen (shared pitfalls: Adam's weight decay and momentum move
 weights whose gradient is zero):
-1. a fresh Adam per call, over the body's raw weights and the task's own head only;
+1. a fresh Adam per call, over the body's raw weights, the task's own head and any extra parameters
+   (WSN's scores) only;
 2. gradients of non-trainable positions zeroed before each step;
 3. non-trainable positions restored from a snapshot after each step.
 """
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .ownership import prunable_layers, raw_weight, show_training
+from .ownership import prunable_layers, raw_weight
 
 
 @dataclass(frozen=True)
@@ -104,21 +105,21 @@ def fit(
     device: torch.device,
     generator: torch.Generator,
     desc: str = "",
+    extra_params: list[nn.Parameter] | None = None,
 ) -> FitReport:
-    """Train the ``trainable`` weights and head ``head`` (task ``head + 1`` in owner ids).
+    """Train the ``trainable`` positions of each body layer's weight, head ``head`` and ``extra_params``.
 
-    Uses Adam with the lr halved on validation plateaus; keeps the weights of the epoch with the
-    best validation accuracy (early stopping, when on, ends training after a flat spell).
+    The caller sets the network's view first (which weights the forward pass uses). Uses Adam with
+    the lr halved on validation plateaus; keeps the parameters of the epoch with the best
+    validation accuracy (early stopping, when on, ends training after a flat spell).
     """
     start = time.perf_counter()
-    task = head + 1
-    show_training(model, task, trainable)
     layers = prunable_layers(model)
     weights = {name: raw_weight(layer) for name, layer in layers.items()}
     masks = {name: trainable[name].to(weights[name].dtype) for name in layers}
     snapshots = {name: w.detach().clone() for name, w in weights.items()}
     head_module = model.heads[head]
-    params = list(weights.values()) + list(head_module.parameters())
+    params = list(weights.values()) + list(head_module.parameters()) + list(extra_params or [])
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
     # PyTorch reduces after `patience + 1` flat epochs; the protocol (WSN) after `lr_patience`.
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -126,7 +127,7 @@ def fit(
     )
     loss_fn = nn.CrossEntropyLoss()
     report = FitReport()
-    best_state = trainable_state(model, head)
+    best_state = [p.detach().clone() for p in params]
     best_val = -1.0
     flat_epochs = 0
     for epoch in range(1, epochs + 1):
@@ -174,12 +175,14 @@ def fit(
         )
         if val_acc > best_val:
             best_val, report.best_epoch, flat_epochs = val_acc, epoch, 0
-            best_state = trainable_state(model, head)
+            best_state = [p.detach().clone() for p in params]
         else:
             flat_epochs += 1
             if settings.early_stop_patience and flat_epochs >= settings.early_stop_patience:
                 break
-    load_trainable_state(model, head, best_state)
+    with torch.no_grad():
+        for p, best in zip(params, best_state):
+            p.copy_(best)
     report.best_val_accuracy = best_val
     report.seconds = time.perf_counter() - start
     return report

@@ -17,13 +17,17 @@
 # # 11 · Split tasks
 #
 # **Claim.** On class-split tasks (disjoint class groups, one head per task), Ada-QPacknet learns every task without forgetting (BWT = 0) with each task's weights stored at a few bits.
+#
+# Beside it, on the same data, networks and seeds: PackNet, WSN, the classic strategies of
+# avalanche-lib (naive, EWC, SI, LwF, replay, GEM, A-GEM) and the two upper bounds (independent
+# networks, joint training), each in the same results format and in table T1.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/11_split.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "split_fashion_mnist"  # split_cifar100 for the paper's protocol
-methods: list = ["ada_qpacknet", "ada_qpacknet_float"]  # names in adaqpacknet.experiments.METHODS
+methods: list = ["ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
 model: str = "auto"  # "auto" = the scenario's protocol network

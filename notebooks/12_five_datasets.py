@@ -17,13 +17,17 @@
 # # 12 · 5-datasets
 #
 # **Claim.** Across five different datasets learned in sequence by one reduced ResNet-18, Ada-QPacknet keeps every dataset's accuracy (BWT = 0) at a few bits per weight.
+#
+# Beside it, on the same data, networks and seeds: PackNet, WSN, the classic strategies of
+# avalanche-lib (naive, EWC, SI, LwF, replay, GEM, A-GEM) and the two upper bounds (independent
+# networks, joint training), each in the same results format and in table T1.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/12_five_datasets.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "five_datasets"  # CIFAR-10, MNIST, SVHN, Fashion-MNIST, notMNIST
-methods: list = ["ada_qpacknet", "ada_qpacknet_float"]  # names in adaqpacknet.experiments.METHODS
+methods: list = ["ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
 model: str = "auto"  # "auto" = the scenario's protocol network

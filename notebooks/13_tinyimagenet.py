@@ -17,13 +17,17 @@
 # # 13 · TinyImageNet
 #
 # **Claim.** Over 40 TinyImageNet tasks, Ada-QPacknet keeps every task's accuracy (BWT = 0) while the network's capacity fills task by task.
+#
+# Beside it, on the same data, networks and seeds: PackNet, WSN, the classic strategies of
+# avalanche-lib (naive, EWC, SI, LwF, replay, GEM, A-GEM) and the two upper bounds (independent
+# networks, joint training), each in the same results format and in table T1.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/13_tinyimagenet.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "tinyimagenet"  # 40 tasks of 5 classes
-methods: list = ["ada_qpacknet", "ada_qpacknet_float"]  # names in adaqpacknet.experiments.METHODS
+methods: list = ["ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
 model: str = "auto"  # "auto" = the scenario's protocol network

@@ -35,15 +35,16 @@ def test_bad_values_raise_value_error_naming_them(changes, message):
 
 
 def test_errors_come_before_any_data_is_loaded(monkeypatch):
-    import adaqpacknet.learner as learner
+    import adaqpacknet.continual as continual
+    from adaqpacknet.cli import main
 
     def fail(*args, **kwargs):
         raise AssertionError("data was touched")
 
-    monkeypatch.setattr(learner, "build_scenario", fail)
-    monkeypatch.setattr(learner, "check_data_available", fail)
-    with pytest.raises(ValueError, match="epochs=0"):
-        learner.run(Config.from_dict({"epochs": 0}))
+    monkeypatch.setattr(continual, "build_scenario", fail)
+    monkeypatch.setattr(continual, "check_data_available", fail)
+    with pytest.raises(SystemExit):
+        main(["run", "epochs=0"])
 
 
 def test_round_trip_and_replace():

@@ -195,10 +195,10 @@ def test_end_to_end_variants(changes):
 
 
 def test_missing_data_stops_before_any_model_is_built(tmp_path, monkeypatch):
-    import adaqpacknet.learner as learner
+    import adaqpacknet.continual as continual
     from adaqpacknet.data import DatasetNotFoundError
 
-    monkeypatch.setattr(learner, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(continual, "build_model", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(DatasetNotFoundError, match="MNIST") as error:
         AdaQPacknet(Config(scenario="permuted_mnist", data_root=str(tmp_path)))
     assert str(tmp_path) in str(error.value)

@@ -1,0 +1,298 @@
+"""The classic continual-learning strategies through avalanche-lib, on the package's data and networks.
+
+Naive fine-tuning, EWC, SI, LwF, Replay, GEM and A-GEM come from avalanche-lib (pinned), and so does
+``avalanche_packnet``, avalanche's own PackNet, the cross-check of the package's PackNet mode. This
+module is the thin adapter: each of the scenario's tasks becomes an avalanche experience with its task label
+(task-incremental), the package's ``MultiHeadNet`` is wrapped as a ``MultiTaskModule`` (batches that
+mix tasks, from replay buffers and GEM memories, are split by task), and after every experience the
+accuracy of every seen task is re-measured by the package's own ``evaluate``, as for every method.
+
+Avalanche keeps a strategy's state (buffers, importances, the LwF teacher) outside the network, where
+a checkpoint cannot reach it: an interrupted run of a classic strategy starts over.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import AVALANCHE_METHODS, Config
+from .continual import ContinualLearner
+from .data import Scenario
+from .models import MultiHeadNet
+from .packing import layout_bytes
+
+
+def _avalanche():
+    """Import avalanche-lib lazily: it is an optional extra, and its import is slow and noisy."""
+    os.environ.setdefault("WANDB_MODE", "disabled")  # avalanche imports wandb; never let it log
+    try:
+        import avalanche  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "the classic strategies need avalanche-lib: pip install -e \".[baselines]\" (make install does)"
+        ) from error
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
+    from avalanche.models.dynamic_modules import MultiTaskModule
+    from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
+    from avalanche.training import plugins, supervised
+
+    return {
+        "benchmark_from_datasets": benchmark_from_datasets,
+        "with_classes_timeline": with_classes_timeline,
+        "with_task_labels": with_task_labels,
+        "task_dataset": _make_taskaware_classification_dataset,
+        "MultiTaskModule": MultiTaskModule,
+        "PackNetModel": PackNetModel,
+        "PackNetPlugin": PackNetPlugin,
+        "PackNetLayer": WeightAndBiasPackNetModule,
+        "plugins": plugins,
+        "supervised": supervised,
+    }
+
+
+def _wrapper(net: MultiHeadNet, classes: int, multi_task_module: type) -> nn.Module:
+    """``net`` as avalanche's ``MultiTaskModule``: ``forward(x, task_labels)``."""
+
+    class Wrapped(multi_task_module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.max_class_label = classes  # width of mixed-task outputs (avalanche sets it late)
+
+        def adaptation(self, experience) -> None:
+            # The heads exist already: only record the task, which LwF's distillation reads.
+            if self.training:
+                self.known_train_tasks_labels = self.known_train_tasks_labels | set(experience.task_labels)
+
+        def forward_single_task(self, x: Tensor, task_label: int) -> Tensor:
+            return self.net(x, int(task_label))
+
+        def forward_all_tasks(self, x: Tensor) -> dict[int, Tensor]:
+            # LwF asks for every known head: one body pass, not one per task.
+            features = self.net.body(x)
+            return {task: self.net.heads[task](features) for task in self.known_train_tasks_labels}
+
+        def forward(self, x: Tensor, task_labels) -> Tensor:
+            if task_labels is None:
+                return self.forward_all_tasks(x)
+            if isinstance(task_labels, int):
+                return self.net(x, task_labels)
+            tasks = torch.unique(task_labels).tolist()
+            if len(tasks) == 1:
+                return self.net(x, tasks[0])
+            # A mixed batch (replay, GEM/A-GEM memories): the body sees the whole batch, as in
+            # joint training (batch-statistics BatchNorm would fail on a task with one sample),
+            # and each sample gets its own task's head.
+            features = self.net.body(x)
+            out = x.new_zeros(x.shape[0], self.max_class_label)
+            for task in tasks:
+                rows = task_labels == task
+                logits = self.net.heads[task](features[rows])
+                out[rows, : logits.shape[1]] = logits
+            return out
+
+    return Wrapped()
+
+
+class BatchStatNorm(nn.Module):
+    """BatchNorm without affine parameters or running statistics, as a stateless module: the same
+    function as the bodies' ``BatchNorm(affine=False, track_running_stats=False)``, which avalanche's
+    PackNet refuses (it rejects any module with a ``running_mean`` attribute, even ``None``)."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, None, None, training=True, eps=self.eps)
+
+
+def _stateless_norms(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            if child.affine or child.track_running_stats:
+                raise ValueError(f"{name}: only BatchNorm without affine parameters or running statistics can be swapped")
+            setattr(module, name, BatchStatNorm(child.eps))
+        else:
+            _stateless_norms(child)
+
+
+def _packnet_network(net: MultiHeadNet, avl: dict[str, Any]) -> nn.Module:
+    """avalanche's ``PackNetModel`` over ``net``'s body (pruned and owned), with ``net``'s heads
+    kept whole and task-private, as the package's PackNet keeps them."""
+
+    class PackNetHeads(avl["PackNetModel"]):
+        def __init__(self) -> None:
+            _stateless_norms(net.body)
+            super().__init__(net.body)  # wraps every Linear / Conv of the body in place
+            self.heads = net.heads
+            for module in self.modules():
+                # avalanche 0.6.0 marks bias-free layers as having a bias and then fails to freeze it.
+                if isinstance(module, avl["PackNetLayer"]):
+                    module.has_bias = module.wrappee.bias is not None
+
+        @property
+        def body(self) -> nn.Module:
+            return self.wrappee
+
+        def forward(self, x: Tensor, task_labels) -> Tensor:
+            tasks = torch.as_tensor(task_labels).flatten().unique().tolist()
+            if len(tasks) != 1:
+                raise ValueError(f"a PackNet batch must hold one task, got tasks {tasks}")
+            self.activate_task(min(tasks[0], self.task_count))
+            return self.heads[tasks[0]](self.wrappee(x))
+
+    return PackNetHeads()
+
+
+def avalanche_owner_maps(network: nn.Module) -> dict[str, Tensor]:
+    """Owner maps of an avalanche PackNet network in the package's convention (0 = free, t = task t).
+
+    avalanche stores, per layer, ``task_index`` = k for weights owned by task k (0-based) and the
+    task count for free ones.
+    """
+    maps = {}
+    for name, module in network.body.named_modules():
+        if hasattr(module, "task_index") and hasattr(module, "wrappee"):
+            index = module.task_index.long()
+            maps[name] = torch.where(index == int(network.task_count), 0, index + 1).to(torch.uint8)
+    return maps
+
+
+class ClassicStrategy(ContinualLearner):
+    """One of ``AVALANCHE_METHODS`` run by avalanche-lib on the package's scenario and network."""
+
+    def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
+        if config.method not in AVALANCHE_METHODS:
+            raise ValueError(f"ClassicStrategy runs one of {AVALANCHE_METHODS}, not {config.method!r}")
+        self.avl = _avalanche()  # fail before any data is loaded when avalanche-lib is missing
+        super().__init__(config, scenario)
+        ratios = config.prune_ratios
+        if config.method == "avalanche_packnet" and ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
+            raise ValueError(
+                f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
+            )
+        if config.method == "avalanche_packnet":
+            self.model = _packnet_network(self.model, self.avl).to(self.device)
+            self.wrapped = self.model
+        else:
+            self.wrapped = _wrapper(self.model, max(self.scenario.classes_per_task), self.avl["MultiTaskModule"])
+        self.benchmark = self._benchmark()
+        self.strategy = self._strategy()
+
+    def _benchmark(self):
+        avl = self.avl
+
+        def experience(index: int, split: str):
+            dataset = getattr(self.scenario.tasks[index], split)
+            return avl["task_dataset"](dataset, targets=dataset.labels.tolist(), task_labels=index)
+
+        tasks = range(self.scenario.num_tasks)
+        benchmark = avl["benchmark_from_datasets"](
+            train=[experience(i, "train") for i in tasks], test=[experience(i, "test") for i in tasks]
+        )
+        return avl["with_classes_timeline"](avl["with_task_labels"](benchmark))
+
+    def _strategy(self):
+        cfg, plugins, supervised = self.config, self.avl["plugins"], self.avl["supervised"]
+        common = dict(
+            model=self.wrapped,
+            optimizer=torch.optim.Adam(self.wrapped.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
+            criterion=nn.CrossEntropyLoss(),
+            train_mb_size=cfg.batch_size,
+            train_epochs=cfg.epochs,
+            eval_mb_size=cfg.eval_batch_size,
+            device=self.device,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no loggers specified": on purpose, we evaluate ourselves
+            common["evaluator"] = plugins.EvaluationPlugin(loggers=[])
+            if cfg.method == "naive":
+                return supervised.Naive(**common)
+            if cfg.method == "avalanche_packnet":
+                # Through Naive: avalanche's PackNet strategy drops the plugins it is given. Pruning
+                # after ``epochs``, then ``finetune_epochs`` more: the package's PackNet schedule.
+                common["train_epochs"] = cfg.epochs + cfg.finetune_epochs
+                packnet = self.avl["PackNetPlugin"](
+                    post_prune_epochs=cfg.finetune_epochs,
+                    prune_proportion=[cfg.prune_ratio(i) for i in range(self.scenario.num_tasks)],
+                )
+                return supervised.Naive(**common, plugins=[packnet])
+            if cfg.method == "ewc":
+                return supervised.EWC(**common, ewc_lambda=cfg.ewc_lambda, mode="separate")
+            if cfg.method == "si":
+                # Through the plugin: the strategy cannot exclude the heads, whose gradients are None
+                # while another task trains. Heads are task-private anyway.
+                si = plugins.SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=["net.heads"])
+                return supervised.Naive(**common, plugins=[si])
+            if cfg.method == "lwf":
+                return supervised.LwF(**common, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature)
+            if cfg.method == "replay":
+                return supervised.Replay(**common, mem_size=cfg.replay_mem_size)
+            if cfg.method == "gem":
+                return supervised.GEM(**common, patterns_per_exp=cfg.gem_patterns_per_exp, memory_strength=cfg.gem_memory_strength)
+            return supervised.AGEM(**common, patterns_per_exp=cfg.agem_patterns_per_exp, sample_size=cfg.agem_sample_size)
+
+    def learn_task(self, index: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.begin_task(index)  # avalanche draws from the global generators (batch order, buffers)
+        task = self.scenario.tasks[index]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # avalanche's own, about itself
+            # drop_last: a last batch of one breaks batch-statistics BatchNorm (the package's own
+            # training loader drops it too).
+            self.strategy.train(self.benchmark.train_stream[index], num_workers=0, drop_last=True)
+        self.model.eval()
+        seconds = time.perf_counter() - started
+        report = {
+            "task": index + 1, "name": task.name, "classes": list(task.classes),
+            "epochs_run": self.config.epochs + (self.config.finetune_epochs if self.config.method == "avalanche_packnet" else 0),
+            "timings": {"train_s": seconds, "total_s": seconds},
+        }
+        self.per_task.append(report)
+        print(f"task {index + 1} ({self.config.method}): trained in {seconds:.1f}s", flush=True)
+        return report
+
+    def resume(self, directory) -> int:
+        done = super().resume(directory)
+        if 0 < done < self.scenario.num_tasks:
+            # The strategy's own state (buffers, importances, teacher) was not saved: start over.
+            print(f"{directory}: a classic strategy cannot resume mid-run; starting over", flush=True)
+            self.__init__(self.config, self.scenario)
+            return 0
+        return done
+
+    def layer_sizes(self) -> dict[str, int]:
+        if self.config.method != "avalanche_packnet":
+            return super().layer_sizes()
+        return {name: m.numel() for name, m in avalanche_owner_maps(self.model).items()}  # wrapper names
+
+    def method_results(self) -> dict[str, Any]:
+        if self.config.method != "avalanche_packnet":
+            return {}
+        maps = avalanche_owner_maps(self.model)
+        owned = {name: int((m != 0).sum()) for name, m in maps.items()}
+        total = sum(m.numel() for m in maps.values())
+        return {
+            "capacity_used": {**{n: owned[n] / maps[n].numel() for n in maps}, "total": sum(owned.values()) / total},
+            "owned_weights": [{n: int((m == t + 1).sum()) for n, m in maps.items()} for t in range(len(self.per_task))],
+        }
+
+    def storage(self) -> tuple[int, str]:
+        if self.config.method == "avalanche_packnet":
+            heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
+            body = sum(m.numel() for m in avalanche_owner_maps(self.model).values())
+            return layout_bytes(body, heads)["packnet"], "PackNet: float32 body weights + uint8 owner map + float32 heads"
+        params = sum(p.numel() for p in self.model.body.parameters())
+        heads = sum(h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)])
+        return 4 * (params + heads), "one float32 network with every learned head (buffers and regularisation state not counted)"

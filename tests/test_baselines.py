@@ -1,0 +1,162 @@
+"""PackNet mode, WSN and the upper bounds on digits: each runs end to end and keeps its promises."""
+
+import pytest
+import torch
+
+from adaqpacknet.cli import parse_override
+from adaqpacknet.config import Config
+from adaqpacknet.methods import learner_for
+from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
+from adaqpacknet.packing import layout_bytes
+from adaqpacknet.results import check_run_schema
+from adaqpacknet.wsn import score_masks, top_count
+
+SMALL = dict(scenario="split_digits", num_tasks=3, epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
+
+
+def config(**changes) -> Config:
+    return Config.from_dict({**SMALL, **changes})
+
+
+def test_packnet_prunes_each_task_by_its_fixed_ratio_and_keeps_float_weights():
+    learner = learner_for(config(method="packnet", quantizer="none", population=1, prune_ratios=[0.75, 0.5, 0.25]))
+    results = learner.run()
+    check_run_schema(results)
+    assert results["method"] == "packnet"
+    assert results["bwt"] == 0.0
+    for task, ratio in zip(results["per_task"], [0.75, 0.5, 0.25]):
+        assert len(task["candidates"]) == 1
+        assert set(task["prune_ratios"].values()) == {ratio}
+        for layer, free in task["free_weights"].items():
+            assert task["owned_weights"][layer] == free - round(ratio * free)
+        assert set(task["layer_bits"].values()) == {32}
+    heads = [h["weight"] + h["bias"] for h in results["weights"]["heads"]]
+    assert results["model_bytes"] == layout_bytes(results["weights"]["body"], heads)["packnet"]
+
+
+def test_wsn_masks_respect_capacity_and_never_change_earlier_weights():
+    learner = learner_for(config(method="wsn", wsn_capacity=0.3))
+    used_by_first, weights_after_first = None, None
+    for index in range(3):
+        learner.learn_task(index)
+        learner.acc_matrix.append(learner.evaluate_seen())
+        masks = score_masks(learner.model)
+        for name, mask in masks.items():
+            assert int(mask.task_masks[index].sum()) == top_count(mask.task_masks[index].numel(), 0.3), (index, name)
+        if index == 0:
+            used_by_first = {name: m.task_masks[0].clone() for name, m in masks.items()}
+            weights_after_first = {n: raw_weight(l).detach().clone() for n, l in prunable_layers(learner.model).items()}
+    for name, layer in prunable_layers(learner.model).items():
+        used = used_by_first[name]
+        assert torch.equal(raw_weight(layer).detach()[used], weights_after_first[name][used]), name
+        assert not torch.equal(raw_weight(layer).detach()[~used], weights_after_first[name][~used]), "later tasks trained nothing"
+    results = learner.results()
+    check_run_schema(results)
+    assert results["bwt"] == 0.0  # stored masks over frozen weights: every task's accuracy is unchanged
+    assert results["capacity_used"]["total"] <= 3 * 0.3 + 1e-9
+
+
+def test_independent_networks_train_one_network_per_task():
+    learner = learner_for(config(method="independent"))
+    results = learner.run()
+    check_run_schema(results)
+    assert results["bwt"] == 0.0
+    first, second = learner.model.networks[0], learner.model.networks[1]
+    assert not torch.equal(first.body.fc1.weight, second.body.fc1.weight)
+    assert results["model_bytes"] == 3 * results["dense_float32_bytes"]
+
+
+def test_joint_training_reports_one_row_and_no_sequence_metrics():
+    results = learner_for(config(method="joint")).run()
+    check_run_schema(results)
+    assert len(results["acc_matrix"]) == 1 and len(results["acc_matrix"][0]) == 3
+    assert results["bwt"] is None and results["forgetting"] is None
+    assert results["acc"] == pytest.approx(sum(results["acc_matrix"][0]) / 3)
+
+
+def test_method_settings_are_validated():
+    with pytest.raises(ValueError, match="valid choices: ada_qpacknet, packnet"):
+        config(method="packnett")
+    with pytest.raises(ValueError, match="set population=1"):
+        config(method="packnet", quantizer="none")
+    with pytest.raises(ValueError, match="set quantizer='none'"):
+        config(method="packnet", population=1)
+    with pytest.raises(ValueError, match="needs weight_decay=0"):
+        config(method="avalanche_packnet", weight_decay=1e-4)
+    with pytest.raises(ValueError, match="prune_ratios entry=1.5"):
+        config(prune_ratios=[0.5, 1.5])
+    with pytest.raises(ValueError, match="3 entries for num_tasks=2"):
+        config(num_tasks=2, prune_ratios=[0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="wsn_capacity=0"):
+        config(wsn_capacity=0.0)
+    assert parse_override("prune_ratios=0.75,0.5") == ("prune_ratios", [0.75, 0.5])
+    assert config(prune_ratios=[0.6]).prune_ratio(2) == 0.6
+    assert config().prune_ratio(0) == pytest.approx(0.55)
+
+
+def test_every_classic_strategy_runs_through_avalanche():
+    for method in ("naive", "ewc", "si", "lwf", "replay", "gem", "agem"):
+        results = learner_for(
+            config(method=method, gem_patterns_per_exp=30, agem_patterns_per_exp=30, agem_sample_size=16, replay_mem_size=60)
+        ).run()
+        check_run_schema(results)
+        assert results["method"] == method
+        assert len(results["acc_matrix"]) == 3
+        # One float32 network with every learned head.
+        assert results["model_bytes"] == results["dense_float32_bytes"] + 4 * sum(h["weight"] + h["bias"] for h in results["weights"]["heads"][1:])
+
+
+def test_packnet_owner_maps_match_avalanche_packnet_on_tie_free_weights():
+    from adaqpacknet.classic import _avalanche, _packnet_network, avalanche_owner_maps
+    from adaqpacknet.models import build_model
+    from adaqpacknet.ownership import assign, free_masks
+    from adaqpacknet.pruning import magnitude_keep_mask
+
+    ours = learner_for(config(scenario="permuted_digits", method="packnet", quantizer="none", population=1, free_init="keep"))
+    plain = build_model(ours.model_name, ours.scenario.input_shape, ours.scenario.classes_per_task)
+    theirs = _packnet_network(plain, _avalanche())
+    layers = prunable_layers(ours.model)
+    generator = torch.Generator().manual_seed(0)
+    for task in range(3):
+        free = free_masks(ours.model)
+        with torch.no_grad():
+            for name, layer in layers.items():
+                # Continuous random values: no two magnitudes tie, so the ranking is unique.
+                fresh = torch.randn(raw_weight(layer).shape, generator=generator, dtype=torch.float64).float()
+                raw_weight(layer).copy_(torch.where(free[name], fresh, raw_weight(layer)))
+                target = getattr(theirs.body, name).wrappee.weight
+                target.copy_(torch.where(free[name], fresh, target))
+        # 0.5 of an even number of free weights: avalanche's floor and the package's round agree.
+        assign(ours.model, {n: magnitude_keep_mask(raw_weight(l), free[n], 0.5) for n, l in layers.items()}, task + 1)
+        theirs.activate_task(task)
+        theirs.prune(0.5)
+        theirs.freeze_pruned()
+        mine, avalanche = owner_maps(ours.model), avalanche_owner_maps(theirs)
+        assert set(mine) == set(avalanche)
+        for name in mine:
+            assert torch.equal(mine[name], avalanche[name]), (task, name)
+
+
+def test_packnet_and_avalanche_packnet_reach_the_same_accuracy():
+    # Same network, initial weights, schedule (train, prune half, retrain) and optimiser (Adam, fresh
+    # per task). What differs: the batch order, and avalanche keeps its Adam state through pruning
+    # where the package starts the retraining with a fresh one. The final ACC agrees within 1 pp.
+    common = dict(scenario="permuted_fashion_mnist", num_tasks=2, epochs=1, finetune_epochs=1, batch_size=64, prune_ratios=[0.5])
+    ours = learner_for(config(**common, method="packnet", quantizer="none", population=1, free_init="keep")).run()
+    theirs = learner_for(config(**common, method="avalanche_packnet")).run()
+    assert abs(ours["acc"] - theirs["acc"]) <= 1.0, (ours["acc_matrix"], theirs["acc_matrix"])
+    assert theirs["bwt"] == 0.0 and ours["bwt"] == 0.0
+
+
+def test_command_line_runs_a_baseline(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "adaqpacknet", "run", "--out", str(tmp_path), "method=wsn", "scenario=split_digits",
+               "num_tasks=2", "epochs=1", "batch_size=32", "progress=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["method"] == "wsn" and summary["bit_widths"] is None
+    assert (tmp_path / "results.json").exists()
