@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def scenario_of(config: Config) -> Scenario:
     )
 
 
-class ContinualLearner:
+class ContinualLearner(ABC):
     """One method on one scenario: ``run()`` learns every task in order, writing results as it goes.
 
     Subclasses implement ``learn_task(index)`` (returning the task's report, with a ``timings``
@@ -88,8 +89,9 @@ class ContinualLearner:
 
     # --- hooks ------------------------------------------------------------------------------------
 
+    @abstractmethod
     def learn_task(self, index: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """Learn task ``index`` (0-based), append its report to ``per_task`` and return it."""
 
     def begin_task(self, index: int) -> int:
         """Check that task ``index`` (0-based) is the next one; seed torch, numpy and ``random`` from
@@ -125,9 +127,9 @@ class ContinualLearner:
     def method_results(self) -> dict[str, Any]:
         return {}
 
+    @abstractmethod
     def storage(self) -> tuple[int, str]:
         """Bytes of the learned tasks under the method's natural storage, and how they are counted."""
-        raise NotImplementedError
 
     def write_outputs(self, directory: Path) -> None:
         pass

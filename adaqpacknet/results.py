@@ -186,7 +186,7 @@ def git_commit() -> str:
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, hardware and commit: every number in a results file says where it came from."""
     packages = {}
-    for name in ("torch", "torchvision", "numpy", "kmeans1d", "safetensors", "scikit-learn", "adaqpacknet"):
+    for name in ("torch", "torchvision", "numpy", "kmeans1d", "safetensors", "constriction", "scikit-learn", "avalanche-lib", "adaqpacknet"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

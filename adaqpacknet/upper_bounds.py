@@ -145,6 +145,9 @@ class Joint(ContinualLearner):
             write_json(Path(out_dir) / "results.json", results)
         return results
 
+    def learn_task(self, index: int) -> dict[str, Any]:
+        raise ValueError("joint training learns every task at once: call run() (or learn_all())")
+
     def evaluate_all(self) -> list[float]:
         return [
             evaluate(self.model, task.test, index, self.config.eval_batch_size, self.device)
