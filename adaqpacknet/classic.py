@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AVALANCHE_METHODS, Config
-from .continual import ContinualLearner
+from .continual import ContinualLearner, float32_bytes
 from .data import Scenario
 from .models import MultiHeadNet
 from .packing import layout_bytes
@@ -177,11 +177,6 @@ class ClassicStrategy(ContinualLearner):
             raise ValueError(f"ClassicStrategy runs one of {AVALANCHE_METHODS}, not {config.method!r}")
         self.avl = _avalanche()  # fail before any data is loaded when avalanche-lib is missing
         super().__init__(config, scenario)
-        ratios = config.prune_ratios
-        if config.method == "avalanche_packnet" and ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
-            raise ValueError(
-                f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
-            )
         if config.method == "avalanche_packnet":
             self.model = _packnet_network(self.model, self.avl).to(self.device)
             self.wrapped = self.model
@@ -293,6 +288,4 @@ class ClassicStrategy(ContinualLearner):
             heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
             body = sum(m.numel() for m in avalanche_owner_maps(self.model).values())
             return layout_bytes(body, heads)["packnet"], "PackNet: float32 body weights + uint8 owner map + float32 heads"
-        params = sum(p.numel() for p in self.model.body.parameters())
-        heads = sum(h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)])
-        return 4 * (params + heads), "one float32 network with every learned head (buffers and regularisation state not counted)"
+        return float32_bytes(self.model.body, *self.model.heads[: len(self.per_task)]), "one float32 network with every learned head (buffers and regularisation state not counted)"

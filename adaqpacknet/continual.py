@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import metrics
 from .config import Config
@@ -55,6 +55,11 @@ def scenario_of(config: Config) -> Scenario:
     )
 
 
+def float32_bytes(*modules: nn.Module) -> int:
+    """Bytes of every parameter of ``modules`` stored as float32."""
+    return 4 * sum(p.numel() for module in modules for p in module.parameters())
+
+
 class ContinualLearner(ABC):
     """One method on one scenario: ``run()`` learns every task in order, writing results as it goes.
 
@@ -71,6 +76,11 @@ class ContinualLearner(ABC):
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
         self.config = config
         self.scenario = scenario_of(config) if scenario is None else scenario
+        ratios = config.prune_ratios  # Config checks the length only when num_tasks is given
+        if ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
+            raise ValueError(
+                f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
+            )
         self.device = pick_device(config.device)
         # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
         self.environment = environment(self.device)
@@ -155,7 +165,9 @@ class ContinualLearner(ABC):
                 self.write_outputs(Path(out_dir))
         results = self.results()
         if out_dir is not None:
-            self.write_outputs(Path(out_dir))  # after a resumption too: the files always match the results
+            if start_task == self.scenario.num_tasks:
+                # Resumed a finished run: a kill between checkpoint and outputs may have left them stale.
+                self.write_outputs(Path(out_dir))
             write_json(Path(out_dir) / "results.json", results)
         return results
 

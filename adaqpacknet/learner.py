@@ -61,11 +61,6 @@ class AdaQPacknet(ContinualLearner):
         if config.method not in ("ada_qpacknet", "packnet"):
             raise ValueError(f"AdaQPacknet runs method 'ada_qpacknet' or 'packnet', not {config.method!r}")
         super().__init__(config, scenario)
-        ratios = config.prune_ratios
-        if config.method == "packnet" and ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
-            raise ValueError(
-                f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
-            )
         self.layer_names = list(prunable_layers(self.model))
         self.codebooks: dict[str, Tensor] = {}  # "task/layer" -> codebook (float32)
         # Logits of each task's probe batch, recorded when the task was frozen (0-based task index):

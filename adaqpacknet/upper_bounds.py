@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .config import Config
-from .continual import ContinualLearner, task_seed
+from .continual import ContinualLearner, float32_bytes, task_seed
 from .data import Scenario
 from .models import MultiHeadNet, build_model
 from .ownership import prunable_layers
@@ -94,9 +94,8 @@ class Independent(ContinualLearner):
 
     def storage(self) -> tuple[int, str]:
         T = len(self.per_task)
-        params = sum(p.numel() for net in self.model.networks[:T] for p in net.body.parameters())
-        heads = sum(h.weight.numel() + h.bias.numel() for h in self.model.heads[:T])
-        return 4 * (params + heads), "one float32 network (body and head) per task"
+        parts = [part for net, head in zip(self.model.networks[:T], self.model.heads[:T]) for part in (net.body, head)]
+        return float32_bytes(*parts), "one float32 network (body and head) per task"
 
 
 class TaskLabelled(Dataset):
@@ -201,6 +200,4 @@ class Joint(ContinualLearner):
         self.per_task[-1]["epochs_run"] = len(history)
 
     def storage(self) -> tuple[int, str]:
-        params = sum(p.numel() for p in self.model.body.parameters())
-        heads = sum(h.weight.numel() + h.bias.numel() for h in self.model.heads)
-        return 4 * (params + heads), "one float32 network with every task's head"
+        return float32_bytes(self.model.body, *self.model.heads), "one float32 network with every task's head"
