@@ -230,13 +230,20 @@ def _header(blob: bytes) -> tuple[int, bytes]:
     return 8 + length, blob[8 : 8 + length]
 
 
+def _checksum_offset(header: bytes, digits: str) -> int | None:
+    """File offset of the checksum's 64 digits (``digits`` as the header holds them), or None
+    when the field is not there exactly once."""
+    field = f'"{_CHECKSUM_KEY}":"{digits}"'.encode()
+    if len(digits) != 64 or header.count(field) != 1:
+        return None
+    return 8 + header.index(field) + len(field) - 65
+
+
 def _with_checksum(blob: bytes) -> bytes:
     """Write the SHA-256 of the file (checksum digits zeroed) into the checksum's place."""
-    header_end, header = _header(blob)
-    field = f'"{_CHECKSUM_KEY}":"{_PLACEHOLDER}"'.encode()
-    if header.count(field) != 1:
+    start = _checksum_offset(_header(blob)[1], _PLACEHOLDER)
+    if start is None:
         raise RuntimeError("the checksum placeholder is not unique in the header")
-    start = 8 + header.index(field) + len(field) - 65
     digest = hashlib.sha256(blob).hexdigest().encode()
     return blob[:start] + digest + blob[start + 64 :]
 
@@ -466,10 +473,9 @@ def _checked_metadata(path: Path, blob: bytes) -> dict[str, str]:
             f"{path} has format version {meta.get('format_version')!r}; this package reads version {FORMAT_VERSION}"
         )
     stored = meta.get(_CHECKSUM_KEY)
-    field = f'"{_CHECKSUM_KEY}":"{stored}"'.encode()
-    if not isinstance(stored, str) or len(stored) != 64 or header.count(field) != 1:
+    start = _checksum_offset(header, stored) if isinstance(stored, str) else None
+    if start is None:
         raise PackedFileError(f"{path}: the checksum field is damaged; the file is corrupt")
-    start = 8 + header.index(field) + len(field) - 65
     digest = hashlib.sha256(blob[:start] + _PLACEHOLDER.encode() + blob[start + 64 :]).hexdigest()
     if digest != stored:
         raise PackedFileError(f"{path}: checksum mismatch (stored {stored[:12]}..., computed {digest[:12]}...); the file is corrupt")
