@@ -7,6 +7,14 @@ module is the thin adapter: each of the scenario's tasks becomes an avalanche ex
 mix tasks, from replay buffers and GEM memories, are split by task), and after every experience the
 accuracy of every seen task is re-measured by the package's own ``evaluate``, as for every method.
 
+With ``heads="single"`` a classic strategy is trained class-incrementally instead: one head over
+every class, global labels, no task labels, and its accuracy matrix measured over all the classes
+seen so far (``task_inference``).
+
+avalanche reads one sample at a time, so each task's training images are transformed once into the
+float tensors the package's own loader would make. avalanche-lib 0.6.0's SI is mended on the CPU
+(``_record_si_weights_by_copy``).
+
 Avalanche keeps a strategy's state (buffers, importances, the LwF teacher) outside the network, where
 a checkpoint cannot reach it: an interrupted run of a classic strategy starts over.
 """
@@ -25,8 +33,9 @@ from torch import Tensor, nn
 from .config import AVALANCHE_METHODS, Config
 from .continual import ContinualLearner, float32_bytes
 from .data import Scenario
-from .models import MultiHeadNet
+from .models import MultiHeadNet, build_model
 from .packing import layout_bytes
+from .task_inference import ONE_HEAD, evaluate_step
 
 
 def _avalanche():
@@ -41,16 +50,21 @@ def _avalanche():
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
     from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_classification_dataset
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_classification_dataset,
+        _make_taskaware_tensor_classification_dataset,
+    )
     from avalanche.models.dynamic_modules import MultiTaskModule
     from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
     from avalanche.training import plugins, supervised
 
+    _record_si_weights_by_copy(plugins.SynapticIntelligencePlugin)
     return {
         "benchmark_from_datasets": benchmark_from_datasets,
         "with_classes_timeline": with_classes_timeline,
         "with_task_labels": with_task_labels,
         "task_dataset": _make_taskaware_classification_dataset,
+        "tensor_task_dataset": _make_taskaware_tensor_classification_dataset,
         "MultiTaskModule": MultiTaskModule,
         "PackNetModel": PackNetModel,
         "PackNetPlugin": PackNetPlugin,
@@ -58,6 +72,20 @@ def _avalanche():
         "plugins": plugins,
         "supervised": supervised,
     }
+
+
+def _record_si_weights_by_copy(plugin: type) -> None:
+    """Mend avalanche-lib 0.6.0's SI on the CPU: it records the weights before and after each step
+    as ``param.detach().cpu().flatten()``, which on the CPU is a view of the live parameter, not a
+    copy. Both records then follow the weights, every step's change reads 0, the importances stay 0
+    and SI trains exactly as naive fine-tuning. (On a GPU ``.cpu()`` copies, which is the intent.)"""
+
+    @torch.no_grad()
+    def extract_weights(model: nn.Module, target: dict, excluded_parameters: set[str]) -> None:
+        for name, param in plugin.allowed_parameters(model, excluded_parameters):
+            target[name].data = param.detach().flatten().to("cpu", copy=True)
+
+    plugin.extract_weights = staticmethod(extract_weights)
 
 
 def _wrapper(net: MultiHeadNet, classes: int, multi_task_module: type) -> nn.Module:
@@ -102,6 +130,17 @@ def _wrapper(net: MultiHeadNet, classes: int, multi_task_module: type) -> nn.Mod
             return out
 
     return Wrapped()
+
+
+class SingleHead(nn.Module):
+    """``net``'s one head over every class, as avalanche's plain (task-unaware) model: ``forward(x)``."""
+
+    def __init__(self, net: MultiHeadNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x, 0)
 
 
 class BatchStatNorm(nn.Module):
@@ -180,21 +219,45 @@ class ClassicStrategy(ContinualLearner):
         if config.method == "avalanche_packnet":
             self.model = _packnet_network(self.model, self.avl).to(self.device)
             self.wrapped = self.model
+        elif config.heads == "single":
+            self.wrapped = SingleHead(self.model)
         else:
             self.wrapped = _wrapper(self.model, max(self.scenario.classes_per_task), self.avl["MultiTaskModule"])
         self.benchmark = self._benchmark()
         self.strategy = self._strategy()
 
+    def build_network(self) -> MultiHeadNet:
+        if self.config.heads == "single":
+            return build_model(self.model_name, self.scenario.input_shape, [sum(self.scenario.classes_per_task)])
+        return super().build_network()
+
     def _benchmark(self):
         avl = self.avl
+        single = self.config.heads == "single"
+        # One head over every class: task t's labels follow the classes of the tasks before it, and
+        # every sample carries task label 0 (no task id to train or test with).
+        offsets = [sum(self.scenario.classes_per_task[:t]) for t in range(self.scenario.num_tasks)]
 
-        def experience(index: int, split: str):
-            dataset = getattr(self.scenario.tasks[index], split)
-            return avl["task_dataset"](dataset, targets=dataset.labels.tolist(), task_labels=index)
+        def labels(index: int, dataset) -> Tensor:
+            return dataset.labels + offsets[index] if single else dataset.labels
+
+        def train_experience(index: int):
+            # avalanche reads one sample at a time, so the package's per-batch transform would run
+            # once per sample (three quarters of naive's epoch time): transform each task's training
+            # images once, to the same float tensors the package's own loader makes.
+            dataset = self.scenario.tasks[index].train
+            inputs = torch.cat([dataset.transform(chunk.float().div_(255.0)) for chunk in dataset.images.split(4096)])
+            return avl["tensor_task_dataset"](inputs, labels(index, dataset), task_labels=0 if single else index)
+
+        def test_experience(index: int):
+            # Never read by avalanche (every method is evaluated by the package's own ``evaluate``);
+            # the benchmark only needs a test stream of the same length.
+            dataset = self.scenario.tasks[index].test
+            return avl["task_dataset"](dataset, targets=labels(index, dataset).tolist(), task_labels=0 if single else index)
 
         tasks = range(self.scenario.num_tasks)
         benchmark = avl["benchmark_from_datasets"](
-            train=[experience(i, "train") for i in tasks], test=[experience(i, "test") for i in tasks]
+            train=[train_experience(i) for i in tasks], test=[test_experience(i) for i in tasks]
         )
         return avl["with_classes_timeline"](avl["with_task_labels"](benchmark))
 
@@ -257,6 +320,12 @@ class ClassicStrategy(ContinualLearner):
         self.per_task.append(report)
         print(f"task {index + 1} ({self.config.method}): trained in {seconds:.1f}s", flush=True)
         return report
+
+    def evaluate_seen(self) -> list[float]:
+        if self.config.heads == "single":
+            # Class-incremental: every seen task's test samples, scored over all the seen classes.
+            return evaluate_step(self, len(self.per_task))[ONE_HEAD]["accuracy_per_task"]
+        return super().evaluate_seen()
 
     def resume(self, directory) -> int:
         done = super().resume(directory)

@@ -35,6 +35,9 @@ CLASSIC_METHODS = ("naive", "ewc", "si", "lwf", "replay", "gem", "agem")
 # avalanche-lib's own PackNet: the cross-check of method="packnet" (same schedule and ratios).
 AVALANCHE_METHODS = (*CLASSIC_METHODS, "avalanche_packnet")
 METHODS = ("ada_qpacknet", "packnet", "wsn", "independent", "joint", *AVALANCHE_METHODS)
+# "per_task": one head per task, the task id given at test time (task-incremental); "single": one
+# head over every class, trained and tested without task ids (class-incremental, classic methods).
+HEADS = ("per_task", "single")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class Config:
     gem_memory_strength: float = 0.5
     agem_patterns_per_exp: int = 250
     agem_sample_size: int = 256  # memory samples per reference gradient
+    # "single" (classic strategies only): one head over all classes, labels made global, no task
+    # ids in training or testing; the accuracy matrix is then class-incremental, every seen task's
+    # test samples scored over all the classes seen so far.
+    heads: str = "per_task"
 
     # --- quantisation (method.md §2.4) ----------------------------------------------------------
     quantizer: str = "kmeans"  # "kmeans" | "linear" | "linear_symmetric" | "none" (float variant)
@@ -120,6 +127,12 @@ class Config:
         _choice("free_init", self.free_init, FREE_INITS)
         _choice("class_order", self.class_order, CLASS_ORDERS)
         _choice("device", self.device, DEVICES)
+        _choice("heads", self.heads, HEADS)
+        if self.heads == "single" and self.method not in CLASSIC_METHODS:
+            raise ValueError(
+                f"heads='single' trains one of {CLASSIC_METHODS} class-incrementally; method={self.method!r} keeps "
+                f"one head per task (its class-incremental accuracy comes from task inference: adaqpacknet.task_inference)"
+            )
         if self.num_tasks is not None:
             _at_least("num_tasks", self.num_tasks, 1)
         _at_least("epochs", self.epochs, 1)
@@ -189,6 +202,8 @@ class Config:
         """Name of the method in results and tables: Ada-QPacknet's float variant is one of its own."""
         if self.method == "ada_qpacknet" and self.quantizer == "none":
             return "ada_qpacknet_float"
+        if self.heads == "single":
+            return f"{self.method}_single_head"
         return self.method
 
     def prune_ratio(self, task_index: int) -> float:

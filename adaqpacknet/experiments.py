@@ -16,10 +16,11 @@ import torch
 from safetensors import safe_open
 
 from .cli import parse_override
-from .config import AVALANCHE_METHODS, Config
+from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
 from .methods import learner_for
 from .packing import PROBES_FILE, PackedNetwork, probe_batch
+from .task_inference import CRITERIA, class_incremental_report
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
 from .training import evaluate
 
@@ -34,6 +35,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "independent": {"method": "independent"},
     "joint": {"method": "joint"},
     **{name: {"method": name} for name in AVALANCHE_METHODS},
+    # Class-incremental: one head over every class, no task ids (adaqpacknet.task_inference).
+    **{f"{name}_single_head": {"method": name, "heads": "single"} for name in CLASSIC_METHODS},
 }
 
 
@@ -56,13 +59,19 @@ def run_dir(config: Config, runs_root: str | Path) -> Path:
     return resolve(runs_root) / config.scenario / config.label / f"{config_hash(config)}-seed{config.seed}"
 
 
-def method_config(method: str, settings: dict[str, Any], seed: int) -> Config:
-    """The Config of ``method`` on ``settings`` with ``seed``; bad names and values fail here."""
+def method_config(method: str, settings: dict[str, Any], seed: int, classic_epochs: int | None = None) -> Config:
+    """The Config of ``method`` on ``settings`` with ``seed``; bad names and values fail here.
+
+    ``classic_epochs``, when given, replaces ``epochs`` for the classic strategies only (a profile
+    may lower their epochs to fit its time budget; T1's epochs column shows what each method ran).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
     settings = dict(settings)
     if settings.get("data_root"):
         settings["data_root"] = str(resolve(settings["data_root"]))
+    if classic_epochs and METHODS[method].get("method") in CLASSIC_METHODS:
+        settings["epochs"] = classic_epochs
     return Config.from_dict({**settings, **METHODS[method], "seed": seed})
 
 
@@ -77,13 +86,13 @@ def results_file(results_path: str, profile: str, notebook: str) -> Path:
 
 
 def run_methods(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path
+    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, classic_epochs: int | None = None
 ) -> list[dict[str, Any]]:
     """Results of every (method, seed), each run resumed from its folder when it exists.
 
     Every config is built (and so validated) before the first run starts.
     """
-    configs = [method_config(m, settings, s) for m in methods for s in seeds]
+    configs = [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
     results = []
     for number, config in enumerate(configs, start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
@@ -92,11 +101,13 @@ def run_methods(
 
 
 def scenario_notebook(
-    notebook: str, profile: str, results_path: str, methods: list[str], seeds: list[int], settings: dict[str, Any]
+    notebook: str, profile: str, results_path: str, methods: list[str], seeds: list[int], settings: dict[str, Any],
+    classic_epochs: int | None = None,
 ) -> dict[str, Any]:
     """The body of every scenario notebook: run the methods over the seeds, write the results JSON."""
-    runs = run_methods(methods, seeds, settings, f"runs/{profile}")
-    results = notebook_results(notebook, profile, {"methods": methods, "seeds": seeds, "settings": settings}, runs=runs)
+    runs = run_methods(methods, seeds, settings, f"runs/{profile}", classic_epochs)
+    parameters = {"methods": methods, "seeds": seeds, "settings": settings, "classic_epochs": classic_epochs}
+    results = notebook_results(notebook, profile, parameters, runs=runs)
     write_notebook_results(results_file(results_path, profile, notebook), results)
     return results
 
@@ -107,6 +118,31 @@ def load_learner(config: Config, runs_root: str | Path) -> ContinualLearner:
     folder = run_dir(config, runs_root)
     learner.run(folder)
     return learner
+
+
+def class_incremental_runs(
+    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, criteria: list[str],
+    classic_epochs: int | None = None,
+) -> list[dict[str, Any]]:
+    """Class-incremental results (``task_inference.class_incremental_report``) of every (method,
+    seed), one record per criterion; runs are loaded from their folders (trained first if missing).
+
+    Sub-network methods infer the task by each of ``criteria``; single-head methods
+    (``<classic>_single_head``) have one record, criterion ``"one_head"``.
+    """
+    unknown = [c for c in criteria if c not in CRITERIA]
+    if unknown or not criteria:
+        raise ValueError(f"criteria={criteria!r}: give one or more of {', '.join(CRITERIA)}")
+    configs = [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
+    records = []
+    for config in configs:
+        learner = load_learner(config, runs_root)
+        for criterion, report in class_incremental_report(learner, criteria).items():
+            records.append({
+                "method": config.label, "scenario": config.scenario, "model": learner.model_name, "seed": config.seed,
+                "num_tasks": len(learner.per_task), "criterion": criterion, "config": config.to_dict(), **report,
+            })
+    return records
 
 
 def notebook_results(notebook: str, profile: str, parameters: dict[str, Any], **sections: Any) -> dict[str, Any]:

@@ -5,8 +5,9 @@
 - T2 quantisation: accuracy and size of float, linear and k-means at each bit width;
 - T3 cost: train, search and quantisation time;
 - T5 storage: the same trained tasks stored four ways (float32 per task, PackNet, WSN, the packed
-  file), with the entropy bound and the dense float32 network for scale. (T4 is left to the
-  class-incremental evaluation.)
+  file), with the entropy bound and the dense float32 network for scale;
+- T4 class-incremental results: ACC with the task inferred, task-identification accuracy, BWT and
+  the cost of inference.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ T1_CAPTION = (
     "body weights owned (WSN: selected by some task's mask); size = each method's natural storage in KiB: "
     "Ada-QPacknet, the packed file on disk; PackNet, float32 weights + uint8 owner map; WSN, float32 "
     "weights + 1 mask bit per weight per task; independent, one float32 network per task; joint, one "
-    "network with every head. n/a: not defined for the method (joint training has no task sequence)."
+    "network with every head. n/a: not defined for the method (joint training has no task sequence). "
+    "epochs = training epochs per task as run (train+retrain for the methods that prune), batch = "
+    "batch size: a profile may give the classic strategies fewer epochs to fit its time budget."
 )
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
@@ -46,6 +49,18 @@ T5_CAPTION = (
     "this package's packed file, measured on disk, next to its entropy bound (order-0 entropy of owner "
     "maps and codes + codebooks). x dense = one float32 network with one head / packed file; bits/weight = "
     "packed file bits per body weight."
+)
+
+
+T4_CAPTION = (
+    "T4: class-incremental results (no task id at test time), mean ± std over seeds. Sub-network methods "
+    "run every learned task's sub-network and pick the task by the criterion (entropy: lowest predictive "
+    "entropy; max_softmax: highest maximum probability; with two classes per task the two rank tasks alike); "
+    "classic strategies (_single_head) are trained and tested with one head over all classes seen so far "
+    "(one_head). ACC, BWT and forgetting (%, pp) over the class-incremental accuracy matrix; task id = share "
+    "of test samples whose task was inferred right; task given = accuracy with the true task's head on the "
+    "same (mixed) test batches, which bounds ACC; passes = forward passes per test sample; ms/batch = time "
+    "per test batch of every pass and the choice, on the machine that ran it."
 )
 
 
@@ -83,6 +98,8 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
             "method": run.get("variant", run["method"]),
             "seed": run["seed"],
             "tasks": run["num_tasks"],
+            "epochs": _epochs(run["config"]),
+            "batch": run["config"]["batch_size"],
             "acc": run["acc"],
             "bwt": run["bwt"] if run["bwt"] is not None else math.nan,
             "forgetting": run["forgetting"] if run["forgetting"] is not None else math.nan,
@@ -101,6 +118,17 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
             )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# Methods that retrain after pruning: their epochs read "train + retrain".
+PRUNING_METHODS = ("ada_qpacknet", "packnet", "avalanche_packnet")
+
+
+def _epochs(config: dict[str, Any]) -> str:
+    """Training epochs per task as run: "2+1" for train + retrain after pruning, else "2"."""
+    if config["method"] in PRUNING_METHODS:
+        return f"{config['epochs']}+{config['finetune_epochs']}"
+    return str(config["epochs"])
 
 
 def _mean_bits(run: dict[str, Any]) -> float:
@@ -128,8 +156,34 @@ def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.
 def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
     """T1: ACC, BWT, forgetting, capacity, mean bits and size per scenario and method."""
     return mean_std(
-        runs, ["scenario", "model", "tasks", "method"],
+        runs, ["scenario", "model", "tasks", "method", "epochs", "batch"],
         {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1},
+    )
+
+
+def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (run, criterion) from the notebooks' ``class_incremental`` sections."""
+    rows = [
+        {
+            "scenario": record["scenario"], "model": record["model"], "tasks": record["num_tasks"],
+            "method": record["method"], "criterion": record["criterion"], "seed": record["seed"],
+            "acc": record["acc"], "bwt": record["bwt"], "forgetting": record["forgetting"],
+            "task_id": record["task_id_accuracy"],
+            "task_given": sum(record["task_given_accuracy_per_task"]) / len(record["task_given_accuracy_per_task"]),
+            "passes": record["forward_passes_per_sample"],
+            "ms_per_batch": 1000 * record["seconds_per_batch"],
+        }
+        for nb in notebooks
+        for record in nb.get("class_incremental", [])
+    ]
+    return pd.DataFrame(rows)
+
+
+def table_t4(frame: pd.DataFrame) -> pd.DataFrame:
+    """T4: class-incremental ACC, task identification, BWT and the cost of task inference."""
+    return mean_std(
+        frame, ["scenario", "model", "tasks", "method", "criterion", "passes"],
+        {"acc": 2, "task_id": 2, "bwt": 2, "forgetting": 2, "task_given": 2, "ms_per_batch": 1},
     )
 
 

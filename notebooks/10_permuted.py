@@ -37,6 +37,7 @@ epochs: int = 2  # training epochs of the free weights, per candidate (protocol:
 finetune_epochs: int = 1  # retraining epochs after pruning
 batch_size: int = 64  # protocol: 10
 population: int = 2  # sparsity-search candidates
+classic_epochs: int = 0  # epochs of the classic strategies (naive ... agem); 0 = epochs
 data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
 
@@ -47,5 +48,5 @@ settings = experiments.settings(
     overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
     batch_size=batch_size, population=population, data_root=data_root, progress=progress,
 )
-results = experiments.scenario_notebook("10_permuted", profile, results_path, methods, seeds, settings)
+results = experiments.scenario_notebook("10_permuted", profile, results_path, methods, seeds, settings, classic_epochs or None)
 tables.table_t1(tables.runs_frame([results]))

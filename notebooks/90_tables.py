@@ -58,6 +58,13 @@ written["t5"] = tables.write_table(t5, out / "t5_storage", tables.T5_CAPTION)
 t5
 
 # %%
+class_incremental = tables.class_incremental_frame(notebooks)
+if len(class_incremental):
+    t4 = tables.table_t4(class_incremental)
+    written["t4"] = tables.write_table(t4, out / "t4_class_incremental", tables.T4_CAPTION)
+    display(t4)
+
+# %%
 if len(variants):
     ablation = tables.table_t1(variants)
     written["sparsity"] = tables.write_table(ablation, out / "t1b_sparsity_search", tables.SPARSITY_CAPTION)

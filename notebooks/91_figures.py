@@ -41,6 +41,7 @@ figures = {
     "bits_and_prune_ratios": plots.bits_and_prune_ratios(notebooks),
     "accuracy_vs_size": plots.accuracy_vs_size(runs),
     "storage": plots.storage(runs),
+    "task_confusion": plots.task_confusion(notebooks),
 }
 if len(sweep):
     figures["accuracy_vs_bits"] = plots.accuracy_vs_bits(sweep)

@@ -106,6 +106,23 @@ def test_every_classic_strategy_runs_through_avalanche():
         assert results["model_bytes"] == results["dense_float32_bytes"] + 4 * sum(h["weight"] + h["bias"] for h in results["weights"]["heads"][1:])
 
 
+def test_synaptic_intelligence_measures_importance_on_the_cpu():
+    # avalanche-lib 0.6.0 records SI's weights as views on the CPU, so its importances stay 0 and
+    # SI equals naive fine-tuning; the adapter mends that. A strong penalty must now change training.
+    si, naive = learner_for(config(method="si", si_lambda=1e4)), learner_for(config(method="naive"))
+    body = lambda learner: torch.cat([p.flatten() for p in learner.model.body.parameters()])  # noqa: E731
+    for learner in (si, naive):
+        learner.learn_task(0)
+    # The first task has nothing to protect: same seed, same weights.
+    assert torch.equal(body(si), body(naive))
+    plugin = next(p for p in si.strategy.plugins if type(p).__name__ == "SynapticIntelligencePlugin")
+    importances = torch.cat([v.data for v in plugin.ewc_data[1].values()])
+    assert importances.gt(0).float().mean() > 0.5
+    for learner in (si, naive):
+        learner.learn_task(1)
+    assert not torch.allclose(body(si), body(naive))
+
+
 def test_packnet_owner_maps_match_avalanche_packnet_on_tie_free_weights():
     from adaqpacknet.classic import _avalanche, _packnet_network, avalanche_owner_maps
     from adaqpacknet.models import build_model

@@ -20,10 +20,10 @@ from adaqpacknet.results import check_run_schema
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
-EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t5_storage"]
+EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
 EXPECTED_FIGURES = [
     "accuracy_matrices", "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
-    "accuracy_vs_size", "accuracy_vs_bits", "storage",
+    "accuracy_vs_size", "accuracy_vs_bits", "storage", "task_confusion",
 ]
 
 
@@ -100,6 +100,11 @@ def test_smoke_profile_runs_every_notebook_headless(smoke_results):
                 assert run["packed_bytes"] < run["dense_float32_bytes"]
     methods = {run["method"] for nb in read_notebook_results(folder) for run in nb.get("runs", [])}
     assert {"packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"} <= methods
+    # Class-incremental evaluation: task inference for the sub-network methods, one head for the classic ones.
+    records = json.loads((folder / "14_class_incremental.json").read_text())["class_incremental"]
+    assert {(r["method"], r["criterion"]) for r in records} >= {("ada_qpacknet", "entropy"), ("wsn", "max_softmax"), ("replay_single_head", "one_head")}
+    for record in records:
+        assert all(c <= g for c, g in zip(record["accuracy_per_task"], record["task_given_accuracy_per_task"]))
     tour = json.loads((folder / "00_method_tour.json").read_text())
     assert tour["packed_logits_identical"] is True
     # Headless logs carry one line per epoch, no progress-bar redraws.
@@ -111,7 +116,7 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     folder, _ = smoke_results
     tables = json.loads((folder / "90_tables.json").read_text())["tables"]
     figures = json.loads((folder / "91_figures.json").read_text())["figures"]
-    assert sorted(tables) == sorted(["t1", "t2", "t3", "t5", "sparsity"])
+    assert sorted(tables) == sorted(["t1", "t2", "t3", "t4", "t5", "sparsity"])
     assert sorted(figures) == sorted(EXPECTED_FIGURES)
     for name in EXPECTED_TABLES:
         for suffix in (".md", ".tex"):
