@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
 .DELETE_ON_ERROR:
-.PHONY: install data test reproduce check-data notebooks run-permuted-fashion-mnist clean
+.PHONY: install data test reproduce check-data notebooks run-permuted-fashion-mnist bench clean
 
 install: $(STAMP)
 
@@ -74,6 +74,13 @@ $(EXPERIMENT_RESULTS): $(RESULTS_DIR)/%.json: notebooks/%.ipynb $(PARAMS_DIR)/%.
 $(REPORT_RESULTS): $(RESULTS_DIR)/%.json: notebooks/%.ipynb $(PARAMS_DIR)/%.yaml $(LIBRARY) $(EXPERIMENT_RESULTS) | $(STAMP)
 	@mkdir -p $(EXECUTED_DIR) $(dir $@)
 	$(PAPERMILL) notebooks/$*.ipynb $(EXECUTED_DIR)/$*.ipynb
+
+# --- benchmarks: speed, memory and size, each a JSON + Markdown table in benchmarks/results/<device>/ ---
+# Not part of `make test`. The scaling run comes before the inference benchmark, which loads its file.
+bench: | $(STAMP) data
+	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_scaling.py
+	$(PY) benchmarks/bench_inference.py
 
 # Regenerate the .ipynb files from their paired jupytext .py sources (the reviewed form).
 notebooks: | $(STAMP)

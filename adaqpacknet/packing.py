@@ -424,15 +424,22 @@ class PackedNetwork(nn.Module):
             arch = self.architecture
             template = build_model(arch["model"], tuple(arch["input_shape"]), arch["classes_per_task"])
             with torch.no_grad():
+                view = self.task_weights(task)
                 for name, layer in prunable_layers(template).items():
-                    visible = (self.owner_maps[name] >= 1) & (self.owner_maps[name] <= task + 1)
-                    layer.weight.copy_(torch.where(visible, self.values[name], torch.zeros(())))
+                    layer.weight.copy_(view[name])
                 head = template.heads[task]
                 head.weight.copy_(self.heads[task][0])
                 head.bias.copy_(self.heads[task][1])
             # Inference only: no parameter of a packed network is meant to be trained.
             self.networks[key] = TaskNetwork(template.body, head).requires_grad_(False).to(self.device).eval()
         return self.networks[key]
+
+    def task_weights(self, task: int) -> dict[str, Tensor]:
+        """Task ``task``'s view of each body layer (0-based): the weights of tasks 1..task+1, 0 elsewhere."""
+        return {
+            name: torch.where((owner >= 1) & (owner <= task + 1), self.values[name], torch.zeros(()))
+            for name, owner in self.owner_maps.items()
+        }
 
     def forward(self, x: Tensor, task: int) -> Tensor:
         """Logits of task ``task`` (0-based) for the batch ``x``."""

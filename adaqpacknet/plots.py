@@ -146,38 +146,35 @@ def _owning(groups: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dic
     return {s: methods for s, methods in groups.items() if any("bit_widths" in runs[0] for runs in methods.values())}
 
 
-def task_confusion(notebooks: Iterable[dict[str, Any]], criterion: str = "entropy") -> plt.Figure:
+def task_confusion(notebooks: Iterable[dict[str, Any]], criterion: str = "entropy", columns: int = 5) -> plt.Figure:
     """Inferred vs true task after the last task, rows normalised to percent and averaged over seeds,
     one panel per scenario and method (sub-network methods under ``criterion``, single-head
-    methods through the task of their predicted class)."""
-    groups: dict[str, dict[str, list[np.ndarray]]] = {}
+    methods through the task of their predicted class), ``columns`` panels a row."""
+    groups: dict[tuple[str, str], list[np.ndarray]] = {}
     for nb in notebooks:
         for record in nb.get("class_incremental", []):
             if record["criterion"] in (criterion, "one_head"):
                 counts = np.array(record["confusion"], dtype=float)
                 percent = 100 * counts / counts.sum(1, keepdims=True).clip(min=1)
-                groups.setdefault(setting(record), {}).setdefault(record["method"], []).append(percent)
+                groups.setdefault((setting(record), record["method"]), []).append(percent)
     if not groups:
         return _empty("no class-incremental runs")
-    rows, cols = len(groups), max(len(m) for m in groups.values())
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
-    for r, (scenario, methods) in enumerate(groups.items()):
-        for c in range(cols):
-            ax = axes[r][c]
-            if c >= len(methods):
-                ax.axis("off")
-                continue
-            method, matrices = list(methods.items())[c]
-            matrix = np.mean(matrices, axis=0)
-            T = matrix.shape[0]
-            sns.heatmap(
-                matrix, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=T <= 10, fmt=".0f", annot_kws={"size": 6},
-                cbar=False, xticklabels=range(1, T + 1), yticklabels=range(1, T + 1), square=True,
-            )
-            ax.grid(False)
-            ax.set_title(f"{method}\n({len(matrices)} seed{'s' if len(matrices) > 1 else ''})")
-            ax.set_xlabel("inferred task")
-            ax.set_ylabel(f"{scenario}\ntrue task" if c == 0 else "true task")
+    cols = min(columns, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, ((scenario, method), matrices) in zip(axes.flat, groups.items()):
+        matrix = np.mean(matrices, axis=0)
+        T = matrix.shape[0]
+        sns.heatmap(
+            matrix, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=T <= 10, fmt=".0f", annot_kws={"size": 6},
+            cbar=False, xticklabels=range(1, T + 1), yticklabels=range(1, T + 1), square=True,
+        )
+        ax.grid(False)
+        ax.set_title(f"{scenario}\n{method} ({len(matrices)} seed{'s' if len(matrices) > 1 else ''})", fontsize=7)
+        ax.set_xlabel("inferred task")
+        ax.set_ylabel("true task")
     fig.tight_layout()
     return fig
 

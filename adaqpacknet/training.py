@@ -155,6 +155,7 @@ def fit(
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
+        train_seconds = time.perf_counter() - epoch_start  # the gradient steps alone (benchmarks/)
         val_acc = evaluate(model, val_data, head, settings.eval_batch_size, device)
         scheduler.step(val_acc)
         row = {
@@ -164,6 +165,7 @@ def fit(
             "val_accuracy": val_acc,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - epoch_start,
+            "train_seconds": train_seconds,
         }
         report.history.append(row)
         report.epochs_run = epoch

@@ -1,0 +1,125 @@
+"""Training overhead: one epoch of the learner's masked training against a plain PyTorch loop over
+the same network and data (the limit), and against avalanche-lib's PackNet, on permuted
+Fashion-MNIST.
+
+Each method trains task 2 while task 1's weights are frozen, so every mask is in play: the
+learner's masked training (``training.fit`` under the task's ownership view, gradients of frozen
+weights zeroed, frozen weights restored after each step), a plain loop (``MultiHeadNet``, Adam,
+cross-entropy, the package's batch loader: no masks), and avalanche's PackNet (``Naive`` +
+``PackNetPlugin`` through the package's adapter, with its own data loader). Epoch times are the
+gradient steps alone: the learner's per-epoch validation is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from common import REPEATS, summary, write
+
+from adaqpacknet.config import Config
+from adaqpacknet.continual import scenario_of
+from adaqpacknet.methods import LEARNERS
+from adaqpacknet.models import build_model
+from adaqpacknet.ownership import free_masks, show_training
+from adaqpacknet.training import fit, loader, pick_device
+
+EPOCHS = 1 + REPEATS  # one warm-up epoch, then the timed ones
+
+
+def masked_epochs(config: Config, scenario) -> list[float]:
+    """The learner (PackNet mode) after task 1: train task 2's free weights for EPOCHS epochs."""
+    packnet = config.replace(method="packnet", quantizer="none", population=1)
+    learner = LEARNERS[packnet.method](packnet, scenario)
+    learner.learn_task(0)
+    task = scenario.tasks[1]
+    free = free_masks(learner.model)
+    show_training(learner.model, 2, free)
+    generator = torch.Generator().manual_seed(config.seed)
+    report = fit(learner.model, 1, task.train, task.val, free, EPOCHS, learner.settings, learner.device, generator, "masked")
+    return [row["train_seconds"] for row in report.history]
+
+
+def plain_epochs(config: Config, scenario, device: torch.device) -> list[float]:
+    """The same network without masks, parametrisations or restores: the limit."""
+    torch.manual_seed(config.seed)
+    model = build_model("mlp", scenario.input_shape, scenario.classes_per_task).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(config.seed)
+    times = []
+    for _ in range(EPOCHS):
+        model.train()
+        start = time.perf_counter()
+        for x, y in loader(scenario.tasks[1].train, config.batch_size, shuffle=True, generator=generator):
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=False)
+            loss = loss_fn(model(x, 1), y)
+            loss.backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def avalanche_epochs(config: Config, scenario) -> list[float]:
+    """avalanche-lib's PackNet on task 2 (after task 1), timed by a plugin around each epoch."""
+    from avalanche.core import SupervisedPlugin
+
+    class EpochTimer(SupervisedPlugin):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def before_training_epoch(self, strategy, **kwargs) -> None:
+            self.start = time.perf_counter()
+
+        def after_training_epoch(self, strategy, **kwargs) -> None:
+            self.times.append(time.perf_counter() - self.start)
+
+    # avalanche prunes after `epochs` and then trains `finetune_epochs` more: EPOCHS in all.
+    theirs = config.replace(method="avalanche_packnet", epochs=EPOCHS - 1, finetune_epochs=1)
+    learner = LEARNERS[theirs.method](theirs, scenario)
+    learner.learn_task(0)
+    timer = EpochTimer()
+    learner.strategy.plugins.append(timer)
+    learner.learn_task(1)
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--data-root", default="data")
+    args = parser.parse_args()
+    config = Config(scenario="permuted_fashion_mnist", num_tasks=2, epochs=1, finetune_epochs=1, batch_size=args.batch_size,
+                    data_root=args.data_root, progress=False, seed=0)
+    device = pick_device(config.device)
+    scenario = scenario_of(config)
+    measured = {
+        "plain PyTorch loop (limit)": plain_epochs(config, scenario, device),
+        "adaqpacknet masked training": masked_epochs(config, scenario),
+        "avalanche-lib PackNet": avalanche_epochs(config, scenario),
+    }
+    limit = summary(measured["plain PyTorch loop (limit)"][1:])["median_s"]
+    samples = (len(scenario.tasks[1].train) // config.batch_size) * config.batch_size
+    rows = []
+    for name, times in measured.items():
+        stats = summary(times[1:])  # the first epoch is the warm-up
+        rows.append({
+            "training": name, "epoch_s (median)": stats["median_s"], "min_s": stats["min_s"], "max_s": stats["max_s"],
+            "x plain loop": stats["median_s"] / limit, "samples/s": samples / stats["median_s"],
+        })
+    notes = (
+        f"Permuted Fashion-MNIST, MLP 784-100-100, task 2 of 2 ({samples} training samples per epoch), batch "
+        f"{config.batch_size}, Adam, seed 0. Targets (issue 7): masked <= 1.15 x plain loop, and <= avalanche's PackNet."
+    )
+    write("training_overhead", "Training overhead: time per epoch", rows, device, notes, {"epoch_times_s": measured})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What every benchmark shares: repeated timing, memory, the machine's record, and writing a table.
+
+Each benchmark writes ``benchmarks/results/<device>/<name>.json`` (every repeat, the environment)
+and ``<name>.md`` (the table, with the machine and versions above it), atomically.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+
+from adaqpacknet.results import environment, write_json, write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPEATS = 5  # timed repeats after one untimed warm-up; the median is reported
+
+
+def timed(fn: Callable[[], Any], repeats: int = REPEATS, warmup: int = 1, device: torch.device | None = None) -> dict[str, Any]:
+    """Median, min and max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return summary(times)
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    """Median, min and max of measured seconds, with every value kept."""
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": len(times), "times_s": times}
+
+
+def _synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    """Resident memory of this process now, MiB."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """The package's environment record plus the CPU model."""
+    record = environment(device)
+    try:
+        with open("/proc/cpuinfo") as handle:
+            record["cpu_model"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        record["cpu_model"] = record["processor"]
+    return record
+
+
+def write(
+    name: str, title: str, rows: list[dict[str, Any]], device: torch.device, notes: str, data: dict[str, Any] | None = None,
+    timing: str = f"median of {REPEATS} after a warm-up",
+) -> Path:
+    """Write the benchmark's JSON and Markdown table; print the table. Returns the Markdown path.
+
+    ``timing`` says how the table's times were taken."""
+    env = machine(device)
+    folder = RESULTS / device.type
+    write_json(folder / f"{name}.json", {"benchmark": name, "title": title, "environment": env, "timing": timing, "rows": rows, "notes": notes, **(data or {})})
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k != "adaqpacknet")
+    table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g")
+    text = (
+        f"# {title}\n\n{env['cpu_model']}, {env['cpu_count']} cores, {env['torch_threads']} torch threads, device "
+        f"{env['device']} ({env['device_name']}); Python {env['python']}; {packages}; commit {env['git_commit']}. "
+        f"Times: {timing}.\n\n{notes}\n\n{table}\n"
+    )
+    path = folder / f"{name}.md"
+    write_text(path, text)
+    print(text, flush=True)
+    return path
