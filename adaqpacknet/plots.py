@@ -65,6 +65,26 @@ def _empty(message: str) -> plt.Figure:
     return fig
 
 
+MARKERS = "osD^v<>PX*hp"
+
+
+def _method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """One colour and marker per method, the same in every panel: 13 methods need more than the
+    10 colours of the default palette, so markers tell apart methods that share a colour."""
+    names = list(dict.fromkeys(methods))
+    colours = sns.color_palette("tab20", max(len(names), 1))
+    return {name: {"color": colours[i], "marker": MARKERS[i % len(MARKERS)]} for i, name in enumerate(names)}
+
+
+def _legend_right(fig: plt.Figure, axes) -> None:
+    """One legend for the figure, right of the panels: with many methods it would cover the data."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
 def _runs(notebooks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [run for _, run in unique_runs(notebooks)]
 
@@ -119,18 +139,19 @@ def accuracy_matrices(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
 def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
     """Test accuracy of every task after the last one, mean ± std over seeds, per method."""
     groups = _grouped(_runs(notebooks))
+    styles = _method_styles(m for methods in groups.values() for m in methods)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.0), squeeze=False)
     for ax, (scenario, methods) in zip(axes[0], groups.items()):
         for method, runs in methods.items():
             last = np.array([run["acc_matrix"][-1] for run in runs])
             tasks = np.arange(1, last.shape[1] + 1)
-            ax.errorbar(tasks, last.mean(0), yerr=last.std(0), marker="o", ms=3, capsize=2, label=method)
+            ax.errorbar(tasks, last.mean(0), yerr=last.std(0), ms=3, capsize=2, label=method, **styles[method])
         ax.set_title(scenario)
         ax.set_xlabel("task")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("final test accuracy (%)")
-        ax.legend()
     fig.tight_layout()
+    _legend_right(fig, axes[0])
     return fig
 
 
@@ -248,20 +269,21 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
     """ACC against each method's storage (T1's size: the packed file for Ada-QPacknet), mean ± std
     over seeds, one panel per scenario."""
     scenarios = list(dict.fromkeys(runs_table["setting"]))
+    styles = _method_styles(runs_table["method"])
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.0), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
         rows = runs_table[runs_table["setting"] == scenario]
         for method, group in rows.groupby("method", sort=False):
             ax.errorbar(
                 group["size_kib"].mean(), group["acc"].mean(), xerr=group["size_kib"].std(ddof=0),
-                yerr=group["acc"].std(ddof=0), marker="o", capsize=2, label=method,
+                yerr=group["acc"].std(ddof=0), capsize=2, label=method, linestyle="none", **styles[method],
             )
         ax.set_xscale("log")
         ax.set_title(scenario)
         ax.set_xlabel("storage (KiB, log): each method's own (T1)")
         ax.set_ylabel("ACC (%)")
-        ax.legend()
     fig.tight_layout()
+    _legend_right(fig, axes[0])
     return fig
 
 

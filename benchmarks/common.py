@@ -46,8 +46,12 @@ def _synchronize(device: torch.device | None) -> None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process's own memory so far, MiB: ``VmHWM``. (``ru_maxrss``
+    would do, but Linux carries it over from the parent across fork and exec, so a small child of a
+    large parent would report the parent's peak.)"""
+    with open("/proc/self/status") as handle:
+        kib = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+    return kib / 1024
 
 
 def current_rss_mib() -> float:
