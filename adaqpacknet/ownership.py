@@ -28,9 +28,17 @@ class WeightMask(nn.Module):
         self.register_buffer("owner", torch.zeros(shape, dtype=torch.uint8))
         # The view is rebuilt from the owner map before every use: not worth storing.
         self.register_buffer("mask", torch.ones(shape), persistent=False)
+        # While every weight is visible (a task's first training phase, when all non-free weights
+        # belong to earlier tasks) the product is the weight itself: skip it and its backward.
+        self.all_visible = True
+
+    def set_view(self, visible: Tensor) -> None:
+        """Show the weights where ``visible`` (bool, the weight's shape) is True."""
+        self.mask.copy_(visible.float())
+        self.all_visible = bool(visible.all())
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
+        return weight if self.all_visible else weight * self.mask
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -79,7 +87,7 @@ def show_task(model: nn.Module, task: int) -> None:
     """Inference view of ``task`` (1-based): weights owned by tasks 1..task, nothing else."""
     for layer in prunable_layers(model).values():
         wm = weight_mask(layer)
-        wm.mask.copy_(((wm.owner >= 1) & (wm.owner <= task)).float())
+        wm.set_view((wm.owner >= 1) & (wm.owner <= task))
 
 
 def show_training(model: nn.Module, task: int, trainable: dict[str, Tensor]) -> None:
@@ -89,7 +97,7 @@ def show_training(model: nn.Module, task: int, trainable: dict[str, Tensor]) -> 
         if bool((trainable[name] & (wm.owner != 0)).any()):
             raise ValueError(f"layer {name}: trainable weights must be free (owner 0)")
         earlier = (wm.owner >= 1) & (wm.owner < task)
-        wm.mask.copy_((earlier | trainable[name]).float())
+        wm.set_view(earlier | trainable[name])
 
 
 def assign(model: nn.Module, kept: dict[str, Tensor], task: int) -> None:
