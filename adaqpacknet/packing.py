@@ -421,18 +421,23 @@ class PackedNetwork(nn.Module):
             raise IndexError(f"task {task} out of range: {self.path} holds {self.num_tasks} tasks (0..{self.num_tasks - 1})")
         key = str(task)
         if key not in self.networks:
-            arch = self.architecture
-            template = build_model(arch["model"], tuple(arch["input_shape"]), arch["classes_per_task"])
-            with torch.no_grad():
-                view = self.task_weights(task)
-                for name, layer in prunable_layers(template).items():
-                    layer.weight.copy_(view[name])
-                head = template.heads[task]
-                head.weight.copy_(self.heads[task][0])
-                head.bias.copy_(self.heads[task][1])
+            network = self.multi_head_network(task)
             # Inference only: no parameter of a packed network is meant to be trained.
-            self.networks[key] = TaskNetwork(template.body, head).requires_grad_(False).to(self.device).eval()
+            self.networks[key] = TaskNetwork(network.body, network.heads[task]).requires_grad_(False).to(self.device).eval()
         return self.networks[key]
+
+    def multi_head_network(self, task: int) -> MultiHeadNet:
+        """A float32 ``MultiHeadNet`` (on the CPU) holding task ``task``'s view of the weights and its
+        head: the dense network a user would otherwise keep for this task."""
+        arch = self.architecture
+        network = build_model(arch["model"], tuple(arch["input_shape"]), arch["classes_per_task"])
+        with torch.no_grad():
+            view = self.task_weights(task)
+            for name, layer in prunable_layers(network).items():
+                layer.weight.copy_(view[name])
+            network.heads[task].weight.copy_(self.heads[task][0])
+            network.heads[task].bias.copy_(self.heads[task][1])
+        return network
 
     def task_weights(self, task: int) -> dict[str, Tensor]:
         """Task ``task``'s view of each body layer (0-based): the weights of tasks 1..task+1, 0 elsewhere."""

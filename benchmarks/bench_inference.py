@@ -21,25 +21,10 @@ from common import RESULTS, current_rss_mib, peak_rss_mib, timed, write
 
 from adaqpacknet.config import Config
 from adaqpacknet.continual import scenario_of
-from adaqpacknet.models import build_model
-from adaqpacknet.ownership import prunable_layers
 from adaqpacknet.packing import PackedNetwork, _checked_metadata
 from adaqpacknet.training import pick_device
 
 SHOWN_TASKS = (1, 10, 20, 50)  # rows of the Markdown table; the JSON has every task
-
-
-def dense_network(packed: PackedNetwork, task: int) -> torch.nn.Module:
-    """The float32 ``MultiHeadNet`` with task ``task``'s view of the weights and its head."""
-    arch = packed.architecture
-    model = build_model(arch["model"], tuple(arch["input_shape"]), arch["classes_per_task"])
-    with torch.no_grad():
-        view = packed.task_weights(task)
-        for name, layer in prunable_layers(model).items():
-            layer.weight.copy_(view[name])
-        model.heads[task].weight.copy_(packed.heads[task][0])
-        model.heads[task].bias.copy_(packed.heads[task][1])
-    return model.to(packed.device).eval()
 
 
 def memory_of_inference(path: Path, batch: int) -> dict[str, float]:
@@ -85,7 +70,7 @@ def main() -> None:
             packed.task_network(task)
 
         build_time = timed(build, device=device)
-        dense = dense_network(packed, task)
+        dense = packed.multi_head_network(task).to(device).eval()
         with torch.no_grad():
             assert torch.equal(packed(batches[0], task), dense(batches[0], task)), "the packed and dense networks disagree"
             packed_time = timed(lambda: [packed(b, task) for b in batches], device=device)
