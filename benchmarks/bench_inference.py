@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, current_rss_mib, peak_rss_mib, timed, write
+from common import RESULTS, current_rss_mib, peak_rss_mib, timed, timed_in_turns, write
 
 from adaqpacknet.config import Config
 from adaqpacknet.continual import scenario_of
@@ -73,8 +73,10 @@ def main() -> None:
         dense = packed.multi_head_network(task).to(device).eval()
         with torch.no_grad():
             assert torch.equal(packed(batches[0], task), dense(batches[0], task)), "the packed and dense networks disagree"
-            packed_time = timed(lambda: [packed(b, task) for b in batches], device=device)
-            dense_time = timed(lambda: [dense(b, task) for b in batches], device=device)
+            both = timed_in_turns({
+                "packed": lambda: [packed(b, task) for b in batches], "dense": lambda: [dense(b, task) for b in batches],
+            }, device=device)
+            packed_time, dense_time = both["packed"], both["dense"]
         rows.append({
             "task": task + 1, "build_ms": 1000 * build_time["median_s"],
             "packed samples/s": len(x) / packed_time["median_s"], "dense samples/s": len(x) / dense_time["median_s"],

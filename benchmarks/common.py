@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,21 @@ def timed(fn: Callable[[], Any], repeats: int = REPEATS, warmup: int = 1, device
         _synchronize(device)
         times.append(time.perf_counter() - start)
     return summary(times)
+
+
+def timed_in_turns(functions: dict[str, Callable[[], Any]], repeats: int = REPEATS, device: torch.device | None = None) -> dict[str, dict[str, Any]]:
+    """``timed`` for several functions at once, taken in turns (A, B, A, B, ...) after one warm-up
+    round, so that a slow spell of the machine falls on all of them rather than on one."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for round_ in range(1 + repeats):
+        for name, fn in functions.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: summary(values) for name, values in times.items()}
 
 
 def summary(times: list[float]) -> dict[str, Any]:
@@ -64,6 +80,14 @@ def current_rss_mib() -> float:
 def machine(device: torch.device) -> dict[str, Any]:
     """The package's environment record plus the CPU model."""
     record = environment(device)
+    # The benchmarks' own result files are written as they run: they do not make the code dirty.
+    if record["git_commit"].endswith("+dirty"):
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+            cwd=RESULTS.parent.parent, capture_output=True, text=True,
+        ).stdout.strip()
+        if not changed:
+            record["git_commit"] = record["git_commit"].removesuffix("+dirty")
     try:
         with open("/proc/cpuinfo") as handle:
             record["cpu_model"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
