@@ -35,7 +35,7 @@ from .continual import ContinualLearner, float32_bytes
 from .data import Scenario
 from .models import MultiHeadNet, build_model
 from .packing import layout_bytes
-from .task_inference import ONE_HEAD, evaluate_step
+from .task_inference import ONE_HEAD, class_offsets, evaluate_step
 
 
 def _avalanche():
@@ -78,7 +78,9 @@ def _record_si_weights_by_copy(plugin: type) -> None:
     """Mend avalanche-lib 0.6.0's SI on the CPU: it records the weights before and after each step
     as ``param.detach().cpu().flatten()``, which on the CPU is a view of the live parameter, not a
     copy. Both records then follow the weights, every step's change reads 0, the importances stay 0
-    and SI trains exactly as naive fine-tuning. (On a GPU ``.cpu()`` copies, which is the intent.)"""
+    and SI trains exactly as naive fine-tuning. (On a GPU ``.cpu()`` copies, which is the intent.)
+    The mend replaces the method on avalanche's class, for the whole process and every device: a
+    copy is what the GPU path made already."""
 
     @torch.no_grad()
     def extract_weights(model: nn.Module, target: dict, excluded_parameters: set[str]) -> None:
@@ -236,10 +238,10 @@ class ClassicStrategy(ContinualLearner):
         single = self.config.heads == "single"
         # One head over every class: task t's labels follow the classes of the tasks before it, and
         # every sample carries task label 0 (no task id to train or test with).
-        offsets = [sum(self.scenario.classes_per_task[:t]) for t in range(self.scenario.num_tasks)]
+        offsets = class_offsets(self.scenario)
 
         def labels(index: int, dataset) -> Tensor:
-            return dataset.labels + offsets[index] if single else dataset.labels
+            return dataset.labels + int(offsets[index]) if single else dataset.labels
 
         def train_experience(index: int):
             # avalanche reads one sample at a time, so the package's per-batch transform would run
@@ -289,9 +291,11 @@ class ClassicStrategy(ContinualLearner):
             if cfg.method == "ewc":
                 return supervised.EWC(**common, ewc_lambda=cfg.ewc_lambda, mode="separate")
             if cfg.method == "si":
-                # Through the plugin: the strategy cannot exclude the heads, whose gradients are None
-                # while another task trains. Heads are task-private anyway.
-                si = plugins.SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=["net.heads"])
+                # Through the plugin: the strategy cannot exclude the per-task heads, whose gradients
+                # are None while another task trains (they are task-private anyway). A single head is
+                # shared by every task: it is regularised like the body.
+                excluded = [] if cfg.heads == "single" else ["net.heads"]
+                si = plugins.SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=excluded)
                 return supervised.Naive(**common, plugins=[si])
             if cfg.method == "lwf":
                 return supervised.LwF(**common, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature)

@@ -20,7 +20,7 @@ from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
 from .methods import learner_for
 from .packing import PROBES_FILE, PackedNetwork, probe_batch
-from .task_inference import CRITERIA, class_incremental_report
+from .task_inference import CRITERIA, check_class_incremental, class_incremental_report
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
 from .training import evaluate
 
@@ -134,6 +134,8 @@ def class_incremental_runs(
     if unknown or not criteria:
         raise ValueError(f"criteria={criteria!r}: give one or more of {', '.join(CRITERIA)}")
     configs = [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
+    for config in configs:
+        check_class_incremental(config.method, config.heads)
     records = []
     for config in configs:
         learner = load_learner(config, runs_root)

@@ -5,7 +5,8 @@ parametrisation (``torch.nn.utils.parametrize``). It holds two buffers, so that 
 with ``state_dict`` like Avalanche's ``PackNetModule``:
 
 - ``owner`` (uint8, the weight's shape): 0 = free, k = owned by task k (1-based);
-- ``mask`` (float32): the view the forward pass uses, ``weight = original * mask``.
+- ``mask`` (float32): the view the forward pass uses, ``weight = original * mask`` (the product is
+  skipped while every weight is visible). ``WeightMask.set_view`` is its only writer.
 
 Views: ``show_task(model, t)`` for inference of task t (weights owned by tasks 1..t), and
 ``show_training(model, t, trainable)`` while task t trains (tasks 1..t-1 plus its own weights).

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .data import Scenario
 
 CRITERIA = ("entropy", "max_softmax")
+# Methods whose task t network never changes after task t: their matrix can be measured at the end.
+FROZEN_SUBNETWORK_METHODS = ("ada_qpacknet", "packnet", "wsn", "independent")
 ONE_HEAD = "one_head"  # the "criterion" of a single-head network: its argmax over seen classes
 
 
@@ -68,7 +70,7 @@ def mixed_test_set(scenario: Scenario, seen: int, seed: int) -> tuple[Tensor, Te
     return torch.cat(inputs)[order], torch.cat(tasks)[order], torch.cat(labels)[order]
 
 
-def _class_offsets(scenario: Scenario) -> Tensor:
+def class_offsets(scenario: Scenario) -> Tensor:
     """Index of each task's first class in a single head over every class (tasks in order)."""
     sizes = torch.tensor((0, *scenario.classes_per_task))
     return sizes.cumsum(0)
@@ -94,7 +96,7 @@ def evaluate_step(learner: ContinualLearner, seen: int, criteria: Sequence[str] 
     started = time.perf_counter()
     rows = torch.arange(len(label))
     if single:
-        offsets = _class_offsets(scenario)
+        offsets = class_offsets(scenario)
         logits = torch.cat([learner.logits(xb, 0)[:, : int(offsets[seen])] for xb, _, _ in batches])
         predicted_class = logits.argmax(1)
         # The task of a class: the last task whose first class is at or below it.
@@ -137,6 +139,16 @@ def evaluate_step(learner: ContinualLearner, seen: int, criteria: Sequence[str] 
     return out
 
 
+def check_class_incremental(method: str, heads: str) -> None:
+    """Refuse a method whose class-incremental matrix this module cannot measure exactly: a
+    multi-head network that changes after a task (per-task classic strategies, joint training)."""
+    if heads != "single" and method not in FROZEN_SUBNETWORK_METHODS:
+        raise ValueError(
+            f"method={method!r} with heads={heads!r}: class-incremental evaluation needs a method whose sub-networks "
+            f"never change ({', '.join(FROZEN_SUBNETWORK_METHODS)}) or heads='single' (a classic strategy)"
+        )
+
+
 def class_incremental_report(learner: ContinualLearner, criteria: Sequence[str] = CRITERIA) -> dict[str, Any]:
     """Class-incremental results of a finished run, per criterion: the accuracy matrix, ACC, BWT and
     forgetting (``metrics``' definitions over it) and the final step of ``evaluate_step``.
@@ -145,6 +157,7 @@ def class_incremental_report(learner: ContinualLearner, criteria: Sequence[str] 
     frozen tasks never change). A single-head learner's matrix is the one its run measured after
     every task (its network changed as it learned); the final step is measured again here.
     """
+    check_class_incremental(learner.config.method, learner.config.heads)
     tasks = len(learner.per_task)
     final = evaluate_step(learner, tasks, criteria)
     if learner.config.heads == "single":

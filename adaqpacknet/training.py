@@ -7,8 +7,9 @@ weights whose gradient is zero):
 2. gradients of non-trainable positions zeroed before each step;
 3. with weight decay, non-trainable positions restored from a snapshot after each step (Adam adds
    the decay to the gradient). Without it the restore would copy each weight onto itself: a fresh
-   Adam's moments of an always-zero gradient stay 0, so its step there is exactly 0. The restore
-   costs about a tenth of an MLP epoch on the CPU, so it runs only when it can matter.
+   Adam's first moment of an always-zero gradient stays 0, so its step there is exactly 0 (the
+   second moment is free: ``_prime_second_moments``). The restore costs about a tenth of an MLP
+   epoch on the CPU, so it runs only when it can matter.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def fit(
     start = time.perf_counter()
     layers = prunable_layers(model)
     weights = {name: raw_weight(layer) for name, layer in layers.items()}
-    masks = {name: trainable[name].to(weights[name].dtype) for name in layers}
+    frozen = {name: ~trainable[name] for name in layers}
     restore = settings.weight_decay > 0  # guard 3 (module docstring)
     primed = False  # see _prime_second_moments
     snapshots = {name: w.detach().clone() for name, w in weights.items()} if restore else {}
@@ -152,7 +153,8 @@ def fit(
             loss.backward()
             with torch.no_grad():
                 for name, w in weights.items():
-                    w.grad.mul_(masks[name])
+                    # A fill, not a product: a NaN or inf gradient must not reach a frozen weight.
+                    w.grad.masked_fill_(frozen[name], 0.0)
             optimizer.step()
             if not restore and not primed:
                 _prime_second_moments(optimizer, weights, trainable)

@@ -43,7 +43,7 @@ class _ReadsItsPixel:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario, self.per_task = scenario, [{}, {}]
-        self.config = SimpleNamespace(eval_batch_size=64, heads="per_task", seed=0)
+        self.config = SimpleNamespace(eval_batch_size=64, heads="per_task", seed=0, method="packnet")
 
     def logits(self, x: torch.Tensor, index: int) -> torch.Tensor:
         z = x.flatten(1)[:, index]
@@ -99,3 +99,11 @@ def test_single_head_is_refused_for_sub_network_methods():
         Config.from_dict({**SMALL, "method": "packnet", "heads": "single"})
     with pytest.raises(ValueError, match="unknown heads 'shared'; valid choices: per_task, single"):
         Config.from_dict({**SMALL, "method": "naive", "heads": "shared"})
+
+
+def test_class_incremental_runs_refuse_methods_whose_networks_change():
+    from adaqpacknet.experiments import class_incremental_runs
+
+    for method in ("naive", "joint"):
+        with pytest.raises(ValueError, match="class-incremental evaluation needs a method whose sub-networks never change"):
+            class_incremental_runs([method], [0], SMALL, "unused-runs-root", ["entropy"])
