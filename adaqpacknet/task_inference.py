@@ -94,7 +94,6 @@ def evaluate_step(learner: ContinualLearner, seen: int, criteria: Sequence[str] 
     x, true_task, label = mixed_test_set(scenario, seen, learner.config.seed)
     batches = list(zip(x.split(batch), true_task.split(batch), label.split(batch)))
     started = time.perf_counter()
-    rows = torch.arange(len(label))
     if single:
         offsets = class_offsets(scenario)
         logits = torch.cat([learner.logits(xb, 0)[:, : int(offsets[seen])] for xb, _, _ in batches])
@@ -114,6 +113,7 @@ def evaluate_step(learner: ContinualLearner, seen: int, criteria: Sequence[str] 
         for t, logits in enumerate(per_task):
             padded[t, :, : logits.shape[1]] = logits
         own_prediction = padded.argmax(2)
+        rows = torch.arange(len(label))
         predicted = {c: own_prediction[inferred[c], rows] for c in criteria}
         given = own_prediction[true_task, rows]
         passes = seen

@@ -2,9 +2,10 @@
 the same network and data (the limit), and against avalanche-lib's PackNet, on permuted
 Fashion-MNIST.
 
-Each method trains task 2 while task 1's weights are frozen, so every mask is in play: the
-learner's masked training (``training.fit`` under the task's ownership view, gradients of frozen
-weights zeroed, frozen weights restored after each step), a plain loop (``MultiHeadNet``, Adam,
+Each method trains task 2 while task 1's weights are frozen: the learner's masked training
+(``training.fit`` in the task's first phase, where every weight is visible, so the mask product is
+skipped while the gradients of frozen weights are filled with 0 and Adam is primed; no weight decay,
+so nothing is restored), a plain loop (``MultiHeadNet``, Adam,
 cross-entropy, the package's batch loader: no masks), and avalanche's PackNet (``Naive`` +
 ``PackNetPlugin`` through the package's adapter, with its own data loader). Epoch times are the
 gradient steps alone: the learner's per-epoch validation is excluded.
@@ -19,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from common import REPEATS, summary, write
+from common import REPEATS, summary, timed_in_turns, write
 
 from adaqpacknet.config import Config
 from adaqpacknet.continual import scenario_of
@@ -72,16 +73,6 @@ def plain_trainer(config: Config, scenario, device: torch.device) -> Callable[[]
     return epoch
 
 
-def interleaved(trainers: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
-    """EPOCHS epochs of each trainer, taken in turns (A, B, A, B, ...) so that a slow spell of the
-    machine falls on both rather than on one."""
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(EPOCHS):
-        for name, epoch in trainers.items():
-            times[name].append(epoch())
-    return times
-
-
 def avalanche_epochs(config: Config, scenario) -> list[float]:
     """avalanche-lib's PackNet on task 2 (after task 1), timed by a plugin around each epoch."""
     from avalanche.core import SupervisedPlugin
@@ -116,21 +107,21 @@ def main() -> None:
                     data_root=args.data_root, progress=False, seed=0)
     device = pick_device(config.device)
     scenario = scenario_of(config)
-    measured = interleaved({
+    measured = timed_in_turns({
         "plain PyTorch loop (limit)": plain_trainer(config, scenario, device),
         "adaqpacknet masked training": masked_trainer(config, scenario),
-    })
+    }, device=device, own_time=True)
     # avalanche trains a task's epochs in one call: its epochs are timed in a run of their own.
-    measured["avalanche-lib PackNet"] = avalanche_epochs(config, scenario)
-    limit = summary(measured["plain PyTorch loop (limit)"][1:])["median_s"]
+    measured["avalanche-lib PackNet"] = summary(avalanche_epochs(config, scenario)[1:])  # the first is the warm-up
+    limit = measured["plain PyTorch loop (limit)"]["median_s"]
     samples = (len(scenario.tasks[1].train) // config.batch_size) * config.batch_size
-    rows = []
-    for name, times in measured.items():
-        stats = summary(times[1:])  # the first epoch is the warm-up
-        rows.append({
+    rows = [
+        {
             "training": name, "epoch_s (median)": stats["median_s"], "min_s": stats["min_s"], "max_s": stats["max_s"],
             "x plain loop": stats["median_s"] / limit, "samples/s": samples / stats["median_s"],
-        })
+        }
+        for name, stats in measured.items()
+    ]
     notes = (
         f"Permuted Fashion-MNIST, MLP 784-100-100, task 2 of 2 ({samples} training samples per epoch), batch "
         f"{config.batch_size}, Adam, seed 0; the plain loop's and the learner's epochs taken in turns. Targets (issue 7): "

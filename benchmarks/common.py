@@ -36,18 +36,23 @@ def timed(fn: Callable[[], Any], repeats: int = REPEATS, warmup: int = 1, device
     return summary(times)
 
 
-def timed_in_turns(functions: dict[str, Callable[[], Any]], repeats: int = REPEATS, device: torch.device | None = None) -> dict[str, dict[str, Any]]:
+def timed_in_turns(
+    functions: dict[str, Callable[[], Any]], repeats: int = REPEATS, device: torch.device | None = None, own_time: bool = False
+) -> dict[str, dict[str, Any]]:
     """``timed`` for several functions at once, taken in turns (A, B, A, B, ...) after one warm-up
-    round, so that a slow spell of the machine falls on all of them rather than on one."""
+    round, so that a slow spell of the machine falls on all of them rather than on one.
+
+    ``own_time``: each function returns the seconds of the part that counts (an epoch's gradient
+    steps without its validation, say), which replace the wall time of the call."""
     times: dict[str, list[float]] = {name: [] for name in functions}
     for round_ in range(1 + repeats):
         for name, fn in functions.items():
             _synchronize(device)
             start = time.perf_counter()
-            fn()
+            returned = fn()
             _synchronize(device)
             if round_:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(float(returned) if own_time else time.perf_counter() - start)
     return {name: summary(values) for name, values in times.items()}
 
 
