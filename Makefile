@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
 .DELETE_ON_ERROR:
-.PHONY: install data test reproduce check-data notebooks run-permuted-fashion-mnist bench clean
+.PHONY: install data test reproduce runs check-data paper-dry gpu-check notebooks run-permuted-fashion-mnist bench clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[notebooks,test,baselines]"
+	$(PY) -m pip install --quiet -e ".[notebooks,test,baselines,grid]"
 	# --sys-prefix: a stale user-level kernel spec must not shadow this venv's kernel.
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (adaqpacknet)"
 	touch $@
@@ -42,38 +42,62 @@ test: install data
 
 # --- reproduce: every experiment, table and figure of a profile -----------------------------------
 # A profile is a folder of parameter files, one per notebook: notebooks/params/<profile>/<nb>.yaml.
-# Each experiment's results JSON is the target: it depends on its notebook, its parameter file and
-# the library, so only stale experiments rerun. The notebook writes the JSON last, atomically; a
-# failing notebook stops make with papermill's report of the failing cell, and leaves no result.
+# Snakemake (workflow/Snakefile) runs the profile as independent jobs: one per run (listed by
+# `python -m adaqpacknet runs <profile>`), then each experiment notebook once the runs it reads are
+# finished, then the tables and figures. Finished runs and up-to-date notebooks are skipped; a
+# failed job leaves no result and the jobs that do not need it go on (--keep-going); an
+# interrupted run resumes from its last checkpoint. Logs: build/logs/<profile>/.
+#   make reproduce                     this machine, JOBS jobs at once (one CPU thread each)
+#   make reproduce GPUS=0,1,2,3        one machine with several GPUs: one GPU per concurrent job
+#   make reproduce EXECUTOR=slurm      one SLURM job per run (profile: workflow/profiles/slurm)
+#   make reproduce TARGETS=results/default/10_permuted.json   only that notebook and its runs
 PROFILE ?= default
 PARAMS_ROOT ?= notebooks/params
 RESULTS_ROOT ?= results
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+EXECUTOR ?= local
+GPUS ?=
+SLURM_PROFILE ?= workflow/profiles/slurm
+TARGETS ?=
+# Anything else for snakemake, e.g. SNAKEMAKE_ARGS=--dry-run
+SNAKEMAKE_ARGS ?=
 PARAMS_DIR := $(PARAMS_ROOT)/$(PROFILE)
-RESULTS_DIR := $(RESULTS_ROOT)/$(PROFILE)
-EXECUTED_DIR := build/notebooks/$(PROFILE)
-LIBRARY := $(shell find adaqpacknet -name '*.py' -not -path '*/__pycache__/*')
-NOTEBOOK_STEMS := $(basename $(notdir $(wildcard $(PARAMS_DIR)/*.yaml)))
-EXPERIMENTS := $(filter-out 9%,$(NOTEBOOK_STEMS))
-EXPERIMENT_RESULTS := $(EXPERIMENTS:%=$(RESULTS_DIR)/%.json)
-REPORT_RESULTS := $(RESULTS_DIR)/90_tables.json $(RESULTS_DIR)/91_figures.json
-# -k python3: the kernel registered inside .venv; progress False: one line per epoch in the log.
-PAPERMILL = $(PY) -m papermill -k python3 --cwd notebooks --log-output --no-progress-bar \
-	-f $(PARAMS_DIR)/$*.yaml -p profile $(PROFILE) -p results_path $(abspath $@) -p progress False
+comma := ,
+GPU_COUNT = $(words $(subst $(comma), ,$(GPUS)))
+SNAKEMAKE = $(VENV)/bin/snakemake --snakefile workflow/Snakefile --directory . \
+	--config profile=$(PROFILE) params_root=$(PARAMS_ROOT) results_root=$(RESULTS_ROOT) $(if $(GPUS),gpus=$(GPUS)) \
+	--keep-going --rerun-incomplete --rerun-triggers mtime input --show-failed-logs
+ifeq ($(EXECUTOR),local)
+ENGINE = --cores $(JOBS) $(if $(GPUS),--resources gpu=$(GPU_COUNT) --set-resources train:gpu=1 experiment:gpu=1)
+else ifeq ($(EXECUTOR),slurm)
+ENGINE = --profile $(SLURM_PROFILE)
+else
+ENGINE = $(error EXECUTOR=$(EXECUTOR) is not an executor; valid choices: local, slurm)
+endif
 
-reproduce: $(REPORT_RESULTS)
+reproduce: check-data
+	$(SNAKEMAKE) $(ENGINE) $(SNAKEMAKE_ARGS) $(TARGETS)
+
+# The runs a profile needs, one job each (what `make reproduce` trains).
+runs: | $(STAMP)
+	@$(PY) -m adaqpacknet runs $(PROFILE) --params-root $(PARAMS_ROOT)
 
 # Missing datasets stop the profile here, before any experiment trains.
 check-data: | $(STAMP) data
 	@test -d $(PARAMS_DIR) || { echo "error: no profile '$(PROFILE)': $(PARAMS_DIR) does not exist (profiles: $(notdir $(wildcard $(PARAMS_ROOT)/*)))"; exit 1; }
 	$(PY) -m adaqpacknet check-data $(PARAMS_DIR)
 
-$(EXPERIMENT_RESULTS): $(RESULTS_DIR)/%.json: notebooks/%.ipynb $(PARAMS_DIR)/%.yaml $(LIBRARY) | $(STAMP) check-data
-	@mkdir -p $(EXECUTED_DIR) $(dir $@)
-	$(PAPERMILL) notebooks/$*.ipynb $(EXECUTED_DIR)/$*.ipynb
+# The paper profile end to end on fake data in the datasets' real formats (numbers mean nothing):
+# every paper notebook, protocol network and method, 1 epoch, 2 tasks. CI runs it after the tests.
+PAPER_DRY_DATA := build/paper-dry-data
+paper-dry: | $(STAMP)
+	$(PY) -m adaqpacknet.data.fake $(PAPER_DRY_DATA)
+	$(MAKE) --no-print-directory reproduce PROFILE=paper-dry
 
-$(REPORT_RESULTS): $(RESULTS_DIR)/%.json: notebooks/%.ipynb $(PARAMS_DIR)/%.yaml $(LIBRARY) $(EXPERIMENT_RESULTS) | $(STAMP)
-	@mkdir -p $(EXECUTED_DIR) $(dir $@)
-	$(PAPERMILL) notebooks/$*.ipynb $(EXECUTED_DIR)/$*.ipynb
+# On a machine with CUDA: the smoke profile and split CIFAR-100 (paper-dry) on the GPU, bit-exact
+# packed logits and zero forgetting there, epoch times CPU vs GPU -> benchmarks/results/cuda/.
+gpu-check: | $(STAMP) data
+	$(PY) benchmarks/gpu_check.py
 
 # --- benchmarks: speed, memory and size, each a JSON + Markdown table in benchmarks/results/<device>/ ---
 # Not part of `make test`. The scaling run comes before the inference benchmark, which loads its file.

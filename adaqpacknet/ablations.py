@@ -1,5 +1,6 @@
-"""Ablations that re-use trained networks instead of training again.
+"""Ablations: the sparsity-search variants, and sweeps that re-use trained networks.
 
+``sparsity_variants``: the Config changes of each variant of the sparsity-search ablation.
 ``quantization_sweep``: each task's float sub-network quantised by every quantiser at every bit
 width, one task at a time (earlier tasks stay as trained), accuracy measured on the test split.
 """
@@ -14,6 +15,14 @@ from .learner import AdaQPacknet
 from .ownership import owner_maps, prunable_layers, raw_weight, show_task
 from .quantization import quantize
 from .training import evaluate
+
+
+def sparsity_variants(populations: Sequence[int], fixed_ratios: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Variant name -> Config changes: the search with each population P, and a fixed ratio r for
+    every layer and task (population 1, r_min = r_max = r: PackNet's schedule, quantised)."""
+    variants: dict[str, dict[str, Any]] = {f"search P={p}": {"population": p} for p in populations}
+    variants.update({f"fixed r={r}": {"population": 1, "r_min": r, "r_max": r} for r in fixed_ratios})
+    return variants
 
 
 def quantization_sweep(

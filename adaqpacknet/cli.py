@@ -1,6 +1,8 @@
-"""Command line: ``python -m adaqpacknet run [--out DIR] key=value ...`` (and ``check-data``, ``verify-packed``).
+"""Command line: ``python -m adaqpacknet run [--out DIR] key=value ...`` (and ``runs``, ``check-data``, ``verify-packed``).
 
-Values are parsed by the type of the ``Config`` field they set (``none`` for an optional
+``runs PROFILE`` lists the runs a parameter profile needs (one job each, ``adaqpacknet.grid``), and
+``run --profile PROFILE --job ID`` trains exactly one of them into its run folder: the command the
+workflow engine (workflow/Snakefile) runs for every job. Values of ``key=value`` are parsed by the type of the ``Config`` field they set (``none`` for an optional
 field), so ``lr=1e-3`` is a float and ``download=true`` a bool; an unknown key or a bad value
 fails before any data is loaded.
 """
@@ -14,37 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from . import grid
+from .config import Config, parse_override
+from .experiments import verify_packed_run
 from .methods import run
 from .results import PACKAGE_ROOT
-
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"key=value"`` -> ``(key, typed value)`` using the type of the Config field."""
-    if "=" not in text:
-        raise ValueError(f"expected key=value, got {text!r}")
-    key, raw = text.split("=", 1)
-    fields = {f.name: str(f.type) for f in dataclasses.fields(Config)}
-    if key not in fields:
-        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")
-    kind = fields[key]
-    if kind.endswith("| None") and raw.lower() == "none":
-        return key, None
-    kind = kind.replace(" | None", "")
-    try:
-        if kind == "int":
-            return key, int(raw)
-        if kind == "float":
-            return key, float(raw)
-        if kind == "bool":
-            return key, _BOOLS[raw.lower()]
-        if kind == "list":  # comma-separated numbers, e.g. prune_ratios=0.75,0.5
-            return key, [float(v) for v in raw.split(",")]
-    except (ValueError, KeyError):
-        raise ValueError(f"{key}={raw!r} is not a valid {kind}") from None
-    return key, raw
 
 
 def default_out_dir(config: Config) -> Path:
@@ -85,8 +61,6 @@ def check_profile_data(profile_dir: Path) -> int:
 
 def verify_packed(run_dir: Path, data_root: str | None) -> int:
     """Print the per-task check of ``experiments.verify_packed_run``; exit 1 on any mismatch."""
-    from .experiments import verify_packed_run  # experiments imports this module
-
     report = verify_packed_run(run_dir, data_root)
     print(f"{report['file']}: {report['packed_bytes']} bytes")
     for row in report["tasks"]:
@@ -99,12 +73,36 @@ def verify_packed(run_dir: Path, data_root: str | None) -> int:
     return 0 if report["ok"] else 1
 
 
+def list_runs(profile: str, params_root: str, as_json: bool) -> int:
+    """Print every run of a profile: its job id, method, seed and the notebooks that read it."""
+    plan = grid.plan(profile, params_root)
+    if as_json:
+        rows = [
+            {"id": r.id, "folder": str(plan.runs_root / r.id), "scenario": r.config.scenario, "method": r.config.label,
+             "seed": r.config.seed, "notebooks": list(r.notebooks), "config": r.config.to_dict()}
+            for r in plan.runs.values()
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in plan.runs.values():
+        print(f"{r.id}\t{r.config.label}\tseed {r.config.seed}\t{','.join(r.notebooks)}")
+    print(f"{len(plan.runs)} runs in profile {profile!r}, read by {len(plan.notebooks)} notebooks", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adaqpacknet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="learn every task of a scenario and write results.json")
     run_parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<scenario>/<method>-seed<seed>)")
     run_parser.add_argument("overrides", nargs="*", metavar="key=value", help="Config fields, e.g. epochs=3 seed=1")
+    run_parser.add_argument("--profile", default=None, help="with --job: the parameter profile that plans the run")
+    run_parser.add_argument("--job", default=None, help="a run id from `runs PROFILE`: train exactly that run, into runs/<profile>/<id>")
+    run_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
+    runs_parser = sub.add_parser("runs", help="list the runs a parameter profile needs, one job each")
+    runs_parser.add_argument("profile", help="a profile name: a folder of parameter files under --params-root")
+    runs_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
+    runs_parser.add_argument("--json", action="store_true", help="one JSON record per run, with its full config")
     check_parser = sub.add_parser("check-data", help="check that every scenario of a parameter profile has its data")
     check_parser.add_argument("profile_dir", type=Path, help="a folder of notebook parameter files, e.g. notebooks/params/paper")
     verify_parser = sub.add_parser(
@@ -117,11 +115,25 @@ def main(argv: list[str] | None = None) -> int:
         return check_profile_data(args.profile_dir)
     if args.command == "verify-packed":
         return verify_packed(args.run_dir, args.data_root)
-    try:
-        config = Config.from_dict(dict(parse_override(o) for o in args.overrides))
-    except ValueError as error:
-        parser.error(str(error))
-    out_dir = args.out or default_out_dir(config)
+    if args.command == "runs":
+        try:
+            return list_runs(args.profile, args.params_root, args.json)
+        except ValueError as error:
+            parser.error(str(error))
+    if args.job is not None or args.profile is not None:
+        if args.job is None or args.profile is None or args.overrides or args.out:
+            parser.error("run --job ID needs --profile PROFILE and takes no key=value or --out (the profile sets both)")
+        try:
+            job = grid.find_run(args.profile, args.job, args.params_root)
+        except ValueError as error:
+            parser.error(str(error))
+        config, out_dir = job.config, grid.runs_root(args.profile) / job.id
+    else:
+        try:
+            config = Config.from_dict(dict(parse_override(o) for o in args.overrides))
+        except ValueError as error:
+            parser.error(str(error))
+        out_dir = args.out or default_out_dir(config)
     results = run(config, out_dir)
     summary = {k: results.get(k) for k in ("method", "scenario", "seed", "acc", "bwt", "forgetting", "model_bytes", "bit_widths")}
     summary["capacity_used"] = results.get("capacity_used", {}).get("total")  # methods with owners or masks

@@ -113,6 +113,11 @@ class Config:
 
     # --- machinery -------------------------------------------------------------------------------
     device: str = "auto"  # "auto" picks CUDA when available
+    # torch's CPU threads for this run. CPU results depend on it (a reduction split over more
+    # threads sums in another order), so it is part of the run's config and hash: one thread gives
+    # the same numbers on a 2-core laptop and a 64-core node; parallelism comes from running many
+    # runs at once (workflow/Snakefile). Raise it for one long interactive run.
+    cpu_threads: int = 1
     progress: bool = True  # tqdm bars on a terminal or in Jupyter; a line per epoch is printed regardless
 
     def __post_init__(self) -> None:
@@ -140,6 +145,7 @@ class Config:
         _at_least("batch_size", self.batch_size, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)
         _at_least("population", self.population, 1)
+        _at_least("cpu_threads", self.cpu_threads, 1)
         _at_least("lr_patience", self.lr_patience, 1)
         _at_least("early_stop_patience", self.early_stop_patience, 0)
         _in_range("r_min", self.r_min, 0.0, 1.0, "[0, 1)")
@@ -231,6 +237,39 @@ class Config:
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config))
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, typed value)`` using the type of the Config field.
+
+    ``none`` sets an optional field to None; a list field takes comma-separated numbers
+    (``prune_ratios=0.75,0.5``). An unknown key or a value of the wrong type is an error.
+    """
+    if "=" not in text:
+        raise ValueError(f"expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    fields = {f.name: str(f.type) for f in dataclasses.fields(Config)}
+    if key not in fields:
+        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")
+    kind = fields[key]
+    if kind.endswith("| None") and raw.lower() == "none":
+        return key, None
+    kind = kind.replace(" | None", "")
+    try:
+        if kind == "int":
+            return key, int(raw)
+        if kind == "float":
+            return key, float(raw)
+        if kind == "bool":
+            return key, _BOOLS[raw.lower()]
+        if kind == "list":
+            return key, [float(v) for v in raw.split(",")]
+    except (ValueError, KeyError):
+        raise ValueError(f"{key}={raw!r} is not a valid {kind}") from None
+    return key, raw
 
 
 # --- validation helpers ---------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from typing import Any, Callable
 import torch
 from safetensors import safe_open
 
-from .cli import parse_override
-from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config
+from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config, parse_override
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
 from .methods import learner_for
 from .packing import PROBES_FILE, PackedNetwork, probe_batch
@@ -75,6 +74,13 @@ def method_config(method: str, settings: dict[str, Any], seed: int, classic_epoc
     return Config.from_dict({**settings, **METHODS[method], "seed": seed})
 
 
+def method_configs(
+    methods: list[str], seeds: list[int], settings: dict[str, Any], classic_epochs: int | None = None
+) -> list[Config]:
+    """The Config of every (method, seed), methods outermost; every one is validated here."""
+    return [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
+
+
 def settings(overrides: list[str] | None = None, **fields: Any) -> dict[str, Any]:
     """Config fields from a notebook's parameters, plus ``"key=value"`` overrides for any other field."""
     return {**fields, **dict(parse_override(o) for o in overrides or [])}
@@ -92,7 +98,7 @@ def run_methods(
 
     Every config is built (and so validated) before the first run starts.
     """
-    configs = [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
+    configs = method_configs(methods, seeds, settings, classic_epochs)
     results = []
     for number, config in enumerate(configs, start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
@@ -133,7 +139,7 @@ def class_incremental_runs(
     unknown = [c for c in criteria if c not in CRITERIA]
     if unknown or not criteria:
         raise ValueError(f"criteria={criteria!r}: give one or more of {', '.join(CRITERIA)}")
-    configs = [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
+    configs = method_configs(methods, seeds, settings, classic_epochs)
     for config in configs:
         check_class_incremental(config.method, config.heads)
     records = []

@@ -32,6 +32,7 @@ epochs: int = 1  # training epochs of the free weights, per candidate
 finetune_epochs: int = 1  # retraining epochs after pruning
 batch_size: int = 64
 population: int = 2  # sparsity-search candidates
+data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["quantizer=linear"]
 
 # %%
@@ -39,7 +40,6 @@ import pandas as pd
 import torch
 
 from adaqpacknet import experiments, plots
-from adaqpacknet.config import Config
 from adaqpacknet.learner import AdaQPacknet
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.packing import PackedNetwork, probe_batch
@@ -47,9 +47,9 @@ from adaqpacknet.packing import PackedNetwork, probe_batch
 plots.use_style()
 settings = experiments.settings(
     overrides, scenario=scenario, seed=seed, epochs=epochs, finetune_epochs=finetune_epochs,
-    batch_size=batch_size, population=population, progress=progress, num_tasks=1,
+    batch_size=batch_size, population=population, data_root=data_root, progress=progress, num_tasks=1,
 )
-learner = AdaQPacknet(Config.from_dict(settings))
+learner = AdaQPacknet(experiments.method_config("ada_qpacknet", settings, seed))  # data_root from the repository root
 layer = learner.layer_names[0]
 learner.model
 

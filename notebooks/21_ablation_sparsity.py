@@ -38,13 +38,13 @@ overrides: list = []  # any other Config field as "key=value"
 
 # %%
 from adaqpacknet import experiments, tables
+from adaqpacknet.ablations import sparsity_variants
 
 settings = experiments.settings(
     overrides, scenario=scenario, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
     batch_size=batch_size, data_root=data_root, progress=progress,
 )
-variants = {f"search P={p}": {"population": p} for p in populations}
-variants.update({f"fixed r={r}": {"population": 1, "r_min": r, "r_max": r} for r in fixed_ratios})
+variants = sparsity_variants(populations, fixed_ratios)
 variant_runs = []
 for name, changes in variants.items():
     for run in experiments.run_methods(["ada_qpacknet"], seeds, {**settings, **changes}, f"runs/{profile}"):

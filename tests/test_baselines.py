@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from adaqpacknet.cli import parse_override
+from adaqpacknet.config import parse_override
 from adaqpacknet.config import Config
 from adaqpacknet.methods import learner_for
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight

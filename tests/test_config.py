@@ -2,7 +2,7 @@
 
 import pytest
 
-from adaqpacknet.cli import parse_override
+from adaqpacknet.config import parse_override
 from adaqpacknet.config import Config
 
 

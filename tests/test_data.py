@@ -1,11 +1,14 @@
-"""Tests of the data layer on small files written in each dataset's real on-disk format."""
+"""Tests of the data layer on small files written in each dataset's real on-disk format.
+
+Every file comes from the fake-data generator (adaqpacknet.data.fake): the tests check that the
+loaders return exactly the images and labels it wrote, and that the generator itself is faithful
+(deterministic, every paper scenario buildable from its folder).
+"""
 
 from __future__ import annotations
 
-import gzip
-import os
+import json
 import pickle
-import struct
 import warnings
 from pathlib import Path
 
@@ -13,11 +16,9 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-import torchvision.datasets.cifar
-import torchvision.datasets.svhn
-from PIL import Image
 
 from adaqpacknet.data import (
+    FAKE_MANIFEST,
     SCENARIOS,
     DatasetNotFoundError,
     build_scenario,
@@ -27,112 +28,38 @@ from adaqpacknet.data import (
     required_sources,
     stratified_split,
 )
+from adaqpacknet.data import fake
 from adaqpacknet.data import sources as sources_mod
 
-# ----------------------------------------------------------------------------- fake data writers
+PAPER_SCENARIOS = ("permuted_mnist", "split_cifar100", "five_datasets", "tinyimagenet")
+# Every generated source says it is fake when loaded; the tests that check it use pytest.warns.
+pytestmark = pytest.mark.filterwarnings("ignore:.*loading fake data:UserWarning")
+
+# ----------------------------------------------------------------------------- helpers
 
 
-def unique_images(n: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Random uint8 images whose first two bytes encode the index, so every image is distinct."""
-    images = np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    flat = images.reshape(n, -1)
-    flat[:, 0], flat[:, 1] = np.arange(n) // 256, np.arange(n) % 256
-    return images
+def generate(root: Path, *sources: str, per_class: int, test_per_class: int, seed: int = 0) -> dict:
+    """Write ``sources`` with the generator; returns source -> (train, test) as numpy arrays it wrote."""
+    fake.write_fake_datasets(root, sources=sources, per_class=per_class, test_per_class=test_per_class, seed=seed)
+    return {s: fake.source_images(s, per_class=per_class, test_per_class=test_per_class, seed=seed) for s in sources}
 
 
-def balanced_labels(n: int, num_classes: int) -> np.ndarray:
-    return np.arange(n) % num_classes
+def mnist_like(n_per_class: int, test_per_class: int, seed: int) -> tuple[fake.Split, fake.Split]:
+    train, test = fake.fake_images(10, [n_per_class, test_per_class], (1, 28, 28), seed)
+    return train, test
 
 
 def key_list(images: torch.Tensor) -> list[bytes]:
-    """One hashable key per image (the fakes' images are unique)."""
+    """One hashable key per image (the fakes' images are distinct: see test_split_scenario)."""
     return [bytes(row) for row in images.reshape(len(images), -1).numpy()]
 
 
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    data = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data += array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compress:
-        with gzip.open(f"{path}.gz", "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def write_mnist_family(folder: Path, compress: bool, n_train: int = 100, n_test: int = 40, seed: int = 0) -> None:
-    write_idx(folder / "train-images-idx3-ubyte", unique_images(n_train, (28, 28), seed), compress)
-    write_idx(folder / "train-labels-idx1-ubyte", balanced_labels(n_train, 10), compress)
-    write_idx(folder / "t10k-images-idx3-ubyte", unique_images(n_test, (28, 28), seed + 1), compress)
-    write_idx(folder / "t10k-labels-idx1-ubyte", balanced_labels(n_test, 10), compress)
-
-
-def write_cifar10(root: Path) -> None:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    images = unique_images(60, (3 * 32 * 32,), 2)
-    for i in range(5):
-        batch = {"data": images[i * 10 : (i + 1) * 10], "labels": balanced_labels(60, 10)[i * 10 : (i + 1) * 10].tolist()}
-        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch, protocol=2))
-    test = {"data": unique_images(20, (3 * 32 * 32,), 3), "labels": balanced_labels(20, 10).tolist()}
-    (folder / "test_batch").write_bytes(pickle.dumps(test, protocol=2))
-    meta = {"label_names": [f"c10_{i}" for i in range(10)]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-
-
-def write_cifar100(root: Path) -> None:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    for split, n, seed in (("train", 400, 4), ("test", 200, 5)):
-        labels = balanced_labels(n, 100).tolist()
-        entry = {"data": unique_images(n, (3 * 32 * 32,), seed), "fine_labels": labels,
-                 "coarse_labels": [y // 5 for y in labels]}
-        (folder / split).write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {"fine_label_names": [f"c100_{i}" for i in range(100)], "coarse_label_names": [str(i) for i in range(20)]}
-    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
-
-
-def write_svhn(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, n, seed in (("train_32x32.mat", 60, 6), ("test_32x32.mat", 20, 7)):
-        x = unique_images(n, (32, 32, 3), seed).transpose(1, 2, 3, 0)  # SVHN stores (32, 32, 3, N)
-        digits = balanced_labels(n, 10)
-        y = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(n, 1)  # SVHN writes digit 0 as 10
-        scipy.io.savemat(root / name, {"X": x, "y": y})
-
-
-def write_notmnist(root: Path, per_class: int = 5) -> None:
-    rng = np.random.default_rng(8)
-    for letter in "ABCDEFGHIJ":
-        folder = root / "notMNIST_small" / letter
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(folder / f"img{i}.png")
-    # The real archive holds a few unreadable files; the loader must skip them.
-    (root / "notMNIST_small" / "A" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-
-
-def write_tinyimagenet(root: Path, num_classes: int = 10, per_class: int = 3, val_per_class: int = 2) -> list[str]:
-    folder = root / "tiny-imagenet-200"
-    wnids = [f"n{i:08d}" for i in range(num_classes)]
-    rng = np.random.default_rng(9)
-    (folder / "val" / "images").mkdir(parents=True)
-    # wnids.txt is not sorted in the real archive either: classes follow sorted order.
-    (folder / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")
-    annotations = []
-    for c, wnid in enumerate(wnids):
-        images = folder / "train" / wnid / "images"
-        images.mkdir(parents=True)
-        for i in range(per_class):
-            mode = "L" if i == 0 else "RGB"  # the real set has greyscale JPEGs among RGB ones
-            shape = (64, 64) if mode == "L" else (64, 64, 3)
-            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(images / f"{wnid}_{i}.JPEG")
-        for i in range(val_per_class):
-            name = f"val_{c * val_per_class + i}.JPEG"
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "val" / "images" / name)
-            annotations.append(f"{name}\t{wnid}\t0\t0\t63\t63")
-    (folder / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
-    return wnids
+def same(loaded: torch.Tensor, written: np.ndarray) -> bool:
+    return torch.equal(loaded, torch.from_numpy(np.ascontiguousarray(written)))
 
 
 @pytest.fixture(autouse=True)
@@ -144,30 +71,11 @@ def isolated(tmp_path, monkeypatch):
     clear_source_cache()
 
 
-@pytest.fixture
-def md5_free(monkeypatch):
-    """torchvision's CIFAR and SVHN classes check the md5 of the official files (`check_integrity`
-    in `_check_integrity` and `_load_meta`). Synthetic files can never match, so replace only the
-    checksum comparison: file existence is still checked, and the parsing code is torchvision's."""
-    def exists_only(fpath, md5=None):
-        return os.path.isfile(fpath)
-
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", exists_only)
-    monkeypatch.setattr(torchvision.datasets.svhn, "check_integrity", exists_only)
-
-
-@pytest.fixture
-def all_fake(tmp_path, monkeypatch, md5_free) -> Path:
-    root = tmp_path / "data"
-    write_mnist_family(root / "MNIST" / "raw", compress=False)
-    debian = tmp_path / "debian-fashion-mnist"
-    write_mnist_family(debian, compress=True, seed=20)
-    monkeypatch.setenv(sources_mod.FASHION_MNIST_DIR_ENV, str(debian))
-    write_cifar10(root)
-    write_cifar100(root)
-    write_svhn(root)
-    write_notmnist(root)
-    write_tinyimagenet(root)
+@pytest.fixture(scope="module")
+def paper_root(tmp_path_factory) -> Path:
+    """One generated root with the defaults (what the paper-dry profile uses), shared by the module."""
+    root = tmp_path_factory.mktemp("paper-data")
+    fake.write_fake_datasets(root)
     return root
 
 
@@ -175,74 +83,121 @@ def all_fake(tmp_path, monkeypatch, md5_free) -> Path:
 
 
 def test_mnist_torchvision_layout(tmp_path):
-    write_mnist_family(tmp_path / "MNIST" / "raw", compress=False)
-    src = load_source("mnist", tmp_path)
+    (train, test), = generate(tmp_path, "mnist", per_class=10, test_per_class=4).values()
+    assert sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir()) == [
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    with pytest.warns(UserWarning, match=r"mnist: loading fake data .* mean nothing"):  # every fake source says so
+        src = load_source("mnist", tmp_path)
     assert src.train.images.shape == (100, 1, 28, 28) and src.train.images.dtype == torch.uint8
     assert src.test.images.shape == (40, 1, 28, 28)
     assert src.train.labels.dtype == torch.int64
-    assert torch.equal(src.train.labels, torch.arange(100) % 10)
-    assert torch.equal(src.train.images[:, 0], torch.from_numpy(unique_images(100, (28, 28), 0)))
+    assert same(src.train.labels, train[1]) and same(src.test.labels, test[1])
+    assert torch.equal(torch.bincount(src.train.labels), torch.full((10,), 10))
+    assert same(src.train.images, train[0]) and same(src.test.images, test[0])
     assert len(src.class_names) == 10
 
 
 def test_mnist_gzip_in_raw_folder(tmp_path):
-    write_mnist_family(tmp_path / "MNIST" / "raw", compress=True)
+    train, test = mnist_like(10, 4, seed=1)
+    written = fake.write_mnist_family(tmp_path / "MNIST" / "raw", train, test, compress=True)
+    assert all(p.suffix == ".gz" for p in written)
     src = load_source("mnist", tmp_path)
-    assert torch.equal(src.train.images[:, 0], torch.from_numpy(unique_images(100, (28, 28), 0)))
+    assert same(src.train.images, train[0]) and same(src.test.labels, test[1])
 
 
 def test_fashion_mnist_debian_folder(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
-    write_mnist_family(debian, compress=True, seed=20)
+    train, test = mnist_like(10, 4, seed=20)
+    fake.write_mnist_family(debian, train, test, compress=True)
     monkeypatch.setenv(sources_mod.FASHION_MNIST_DIR_ENV, str(debian))
     src = load_source("fashion_mnist", tmp_path / "data")
     assert src.train.images.shape == (100, 1, 28, 28)
-    assert torch.equal(src.train.images[:, 0], torch.from_numpy(unique_images(100, (28, 28), 20)))
+    assert same(src.train.images, train[0])
     assert src.class_names[0] == "T-shirt/top"
 
 
 def test_fashion_mnist_root_before_debian(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
-    write_mnist_family(debian, compress=True, seed=20)
-    write_mnist_family(tmp_path / "data" / "FashionMNIST" / "raw", compress=False, seed=30)
+    fake.write_mnist_family(debian, *mnist_like(10, 4, seed=20), compress=True)
+    (train, _), = generate(tmp_path / "data", "fashion_mnist", per_class=10, test_per_class=4, seed=30).values()
     monkeypatch.setenv(sources_mod.FASHION_MNIST_DIR_ENV, str(debian))
     src = load_source("fashion_mnist", tmp_path / "data")
-    assert torch.equal(src.train.images[:, 0], torch.from_numpy(unique_images(100, (28, 28), 30)))
+    assert same(src.train.images, train[0])
 
 
 def test_fashion_mnist_constant_is_the_fallback(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
-    write_mnist_family(debian, compress=True, seed=20)
+    fake.write_mnist_family(debian, *mnist_like(10, 4, seed=20), compress=True)
     monkeypatch.delenv(sources_mod.FASHION_MNIST_DIR_ENV)
     monkeypatch.setattr(sources_mod, "DEBIAN_FASHION_MNIST_DIR", debian)
     assert len(load_source("fashion_mnist", tmp_path / "data").train) == 100
 
 
-def test_cifar10_and_cifar100(tmp_path, md5_free):
-    write_cifar10(tmp_path)
-    write_cifar100(tmp_path)
-    c10 = load_source("cifar10", tmp_path)
+def test_cifar10_and_cifar100(tmp_path):
+    written = generate(tmp_path, "cifar10", "cifar100", per_class=5, test_per_class=2)
+    with pytest.warns(UserWarning, match=r"cifar10: loading fake data .* mean nothing"):
+        c10 = load_source("cifar10", tmp_path)
+    (train, test) = written["cifar10"]
     assert c10.train.images.shape == (50, 3, 32, 32) and c10.test.images.shape == (20, 3, 32, 32)
-    # torchvision stores rows as CHW planes: our NCHW tensor must be exactly the pickled bytes
-    assert torch.equal(c10.train.images.reshape(50, -1), torch.from_numpy(unique_images(60, (3072,), 2)[:50]))
-    assert c10.class_names == tuple(f"c10_{i}" for i in range(10))
-    c100 = load_source("cifar100", tmp_path)
-    assert c100.train.images.shape == (400, 3, 32, 32)
-    assert torch.equal(c100.train.labels, torch.arange(400) % 100)
-    assert c100.class_names[99] == "c100_99"
+    # torchvision stores rows as CHW planes: our NCHW tensor must be exactly the pickled bytes,
+    # batch after batch (5 training batches, as the published folder)
+    assert len(list((tmp_path / "cifar-10-batches-py").glob("data_batch_*"))) == 5
+    assert same(c10.train.images, train[0]) and same(c10.train.labels, train[1]) and same(c10.test.images, test[0])
+    assert c10.class_names == fake.CIFAR10_CLASSES
+    with pytest.warns(UserWarning, match="cifar100: loading fake data"):
+        c100 = load_source("cifar100", tmp_path)
+    (train, test) = written["cifar100"]
+    assert c100.train.images.shape == (500, 3, 32, 32) and c100.test.images.shape == (200, 3, 32, 32)
+    assert same(c100.train.labels, train[1]) and same(c100.train.images, train[0])
+    assert torch.equal(torch.bincount(c100.train.labels), torch.full((100,), 5))
+    assert c100.class_names[99] == "fine_99"
 
 
-def test_svhn(tmp_path, md5_free):
-    write_svhn(tmp_path)
-    src = load_source("svhn", tmp_path)
+def test_cifar_files_are_python2_pickles(tmp_path):
+    """As the published files: protocol 2, image rows as raw Python 2 strings, so that only a
+    latin1 (or bytes) load reads them and a row costs 3072 bytes."""
+    (train, _), = generate(tmp_path, "cifar10", per_class=5, test_per_class=2).values()
+    raw = (tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes()
+    assert raw[:2] == b"\x80\x02" and len(raw) < 10 * 3072 + 2000
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(raw)
+    batch = pickle.loads(raw, encoding="latin1")
+    assert sorted(batch) == ["batch_label", "data", "filenames", "labels"]
+    assert batch["data"].dtype == np.uint8 and np.array_equal(batch["data"], train[0][:10].reshape(10, -1))
+
+
+def test_svhn(tmp_path):
+    (train, test), = generate(tmp_path, "svhn", per_class=6, test_per_class=2).values()
+    raw = scipy.io.loadmat(tmp_path / "train_32x32.mat")
+    assert raw["X"].shape == (32, 32, 3, 60) and raw["X"].dtype == np.uint8 and raw["y"].shape == (60, 1)
+    assert set(np.unique(raw["y"])) == set(range(1, 11))  # SVHN writes digit 0 as 10
+    with pytest.warns(UserWarning, match="svhn: loading fake data"):
+        src = load_source("svhn", tmp_path)
     assert src.train.images.shape == (60, 3, 32, 32) and src.train.images.dtype == torch.uint8
-    assert torch.equal(src.train.labels, torch.arange(60) % 10)  # label 10 became digit 0
-    expected = torch.from_numpy(unique_images(60, (32, 32, 3), 6)).permute(0, 3, 1, 2)
-    assert torch.equal(src.train.images, expected)
+    assert same(src.train.labels, train[1]) and int(src.train.labels.min()) == 0  # label 10 became digit 0
+    assert same(src.train.images, train[0]) and same(src.test.images, test[0])
+
+
+def test_md5_failure_is_dataset_not_found(tmp_path):
+    """Fakes pass torchvision's md5 check only against the generator's manifest: without it, or
+    with a file changed since, they are rejected like any corrupt copy."""
+    generate(tmp_path, "cifar10", "svhn", per_class=2, test_per_class=1)
+    manifest = tmp_path / FAKE_MANIFEST
+    text = manifest.read_text()
+    manifest.unlink()
+    for name in ("cifar10", "svhn"):
+        with pytest.raises(DatasetNotFoundError, match=name):
+            load_source(name, tmp_path)
+    manifest.write_text(text)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:-1] + b"\x00")  # one byte changed after the manifest was written
+    with pytest.raises(DatasetNotFoundError, match="cifar10"):
+        load_source("cifar10", tmp_path)
 
 
 def test_notmnist_skips_corrupt_file_and_splits(tmp_path):
-    write_notmnist(tmp_path)
+    generate(tmp_path, "notmnist", per_class=3, test_per_class=2)
+    assert len(list((tmp_path / "notMNIST_small").rglob("*.png"))) == 51  # 50 images + the unreadable one
     with pytest.warns(RuntimeWarning, match="skipped 1 unreadable"):
         src = load_source("notmnist", tmp_path)
     assert src.class_names == tuple("ABCDEFGHIJ")
@@ -255,14 +210,25 @@ def test_notmnist_skips_corrupt_file_and_splits(tmp_path):
 
 
 def test_tinyimagenet_and_cache(tmp_path):
-    wnids = write_tinyimagenet(tmp_path)
+    train, val = fake.fake_images(10, [3, 2], (3, 64, 64), seed=9, grain=8)  # the generator's TinyImageNet noise
+    fake.write_tinyimagenet(tmp_path, train, val, grey_every=7)
+    wnids = fake.fake_wnids(10)
+    listed = (tmp_path / "tiny-imagenet-200" / "wnids.txt").read_text().split()
+    assert sorted(listed) == wnids and listed != wnids  # unsorted, as in the real archive
     src = load_source("tinyimagenet", tmp_path)
     assert src.class_names == tuple(wnids)
     assert src.train.images.shape == (30, 3, 64, 64) and src.test.images.shape == (20, 3, 64, 64)
-    assert torch.equal(src.train.labels, torch.arange(10).repeat_interleave(3))
-    assert torch.equal(src.test.labels, torch.arange(10).repeat_interleave(2))
-    grey = src.train.images[0]
+    assert torch.equal(src.train.labels, torch.arange(10).repeat_interleave(3))  # sorted wnids, sorted files
+    assert same(src.test.labels, val[1])  # val_annotations.txt order
+    # The loader reads class by class: the first written image is its class's image 0.
+    grey = src.train.images[3 * int(train[1][0])]
     assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])  # grey JPEG -> RGB
+    # JPEG is lossy, but the pixels are where they were written: swapped rows and columns, or
+    # channels in BGR order, would be several times further off.
+    written = torch.from_numpy(val[0]).float()
+    error = lambda expected: float((src.test.images.float() - expected).abs().mean())  # noqa: E731
+    assert error(written) < 12.0
+    assert error(written.transpose(2, 3)) > 3 * error(written) and error(written[:, [2, 1, 0]]) > 3 * error(written)
     cache = tmp_path / "tiny-imagenet-200" / "adaqpacknet_cache.npz"
     assert cache.is_file() and not list(cache.parent.glob("*.tmp*"))
     # The cache alone is enough once written: remove the JPEGs and load again.
@@ -305,12 +271,6 @@ def test_missing_data_message(tmp_path, name, paths, instruction):
         for path in paths:
             assert path in message
     assert isinstance(info.value, FileNotFoundError)
-
-
-def test_md5_failure_is_dataset_not_found(tmp_path):
-    write_cifar10(tmp_path)  # without md5_free: torchvision rejects the synthetic files
-    with pytest.raises(DatasetNotFoundError, match="cifar10"):
-        load_source("cifar10", tmp_path)
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -360,10 +320,11 @@ def test_permuted_scenario():
 
 def test_split_scenario(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
-    write_mnist_family(debian, compress=True, n_train=400, seed=20)
+    fake.write_mnist_family(debian, *mnist_like(40, 4, seed=20), compress=True)
     monkeypatch.setenv(sources_mod.FASHION_MNIST_DIR_ENV, str(debian))
     scenario = build_scenario("split_fashion_mnist", root=tmp_path, val_fraction=0.2)
     source = load_source("fashion_mnist", tmp_path)
+    assert len(set(key_list(source.train.images))) == len(source.train)  # the fakes' images are distinct
     assert scenario.num_tasks == 5 and scenario.input_shape == (1, 28, 28)
     assert [t.classes for t in scenario.tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     assert scenario.tasks[1].name == "classes 2-3"
@@ -405,18 +366,20 @@ def test_split_digits_default_val_and_shuffled_order():
         build_scenario("permuted_digits", class_order="shuffled")
 
 
-def test_split_cifar100_fake(tmp_path, md5_free):
-    write_cifar100(tmp_path)
-    scenario = build_scenario("split_cifar100", root=tmp_path, num_tasks=3)
+def test_split_cifar100_fake(tmp_path):
+    generate(tmp_path, "cifar100", per_class=4, test_per_class=1)
+    with pytest.warns(UserWarning, match="fake data"):
+        scenario = build_scenario("split_cifar100", root=tmp_path, num_tasks=3)
     assert scenario.input_shape == (3, 32, 32) and scenario.default_model == "alexnet"
     assert scenario.tasks[2].classes == tuple(range(20, 30))
     assert len(scenario.tasks[0].train) + len(scenario.tasks[0].val) == 40
 
 
-def test_five_datasets(all_fake):
+def test_five_datasets(paper_root):
+    # Fashion-MNIST comes from the generated root alone (the system folder is hidden by `isolated`).
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the corrupt notMNIST file
-        scenario = build_scenario("five_datasets", root=all_fake)
+        warnings.simplefilter("ignore")  # the corrupt notMNIST file; the fake-data notices
+        scenario = build_scenario("five_datasets", root=paper_root)
     assert [t.name for t in scenario.tasks] == ["cifar10", "mnist", "svhn", "fashion_mnist", "notmnist"]
     assert scenario.input_shape == (3, 32, 32) and scenario.default_model == "resnet18_reduced"
     for task in scenario.tasks:
@@ -427,11 +390,11 @@ def test_five_datasets(all_fake):
     x, _ = scenario.tasks[1].train[0]  # MNIST: padded by 2 and repeated to 3 channels
     assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
     assert torch.allclose(x[0, :2], x[0, 0, 0].expand(2, 32))  # the black border, normalised
-    assert build_scenario("five_datasets", root=all_fake, num_tasks=2).num_tasks == 2
+    assert build_scenario("five_datasets", root=paper_root, num_tasks=2).num_tasks == 2
 
 
 def test_tinyimagenet_scenario(tmp_path):
-    write_tinyimagenet(tmp_path, per_class=4)
+    fake.write_tinyimagenet(tmp_path, *fake.fake_images(10, [4, 2], (3, 64, 64), seed=9))
     scenario = build_scenario("tinyimagenet", root=tmp_path, num_tasks=2)
     assert scenario.input_shape == (3, 64, 64) and scenario.default_model == "tinyimagenet_conv"
     assert [t.classes for t in scenario.tasks] == [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]
@@ -477,3 +440,90 @@ def test_getitems_matches_getitem_and_dataloader():
     assert xb.shape == (64, 1, 8, 8) and torch.equal(yb, task.train.labels[:64])
     clone = pickle.loads(pickle.dumps(task.train))  # DataLoader workers pickle the dataset
     assert torch.equal(clone.__getitems__(indices)[0], x)
+
+
+# ----------------------------------------------------------------------------- the fake-data generator
+
+
+def test_generator_is_deterministic(tmp_path):
+    """Same seed -> byte-identical files (no timestamps: the MAT-file header, gzip); another seed differs."""
+    for folder, seed in (("a", 0), ("b", 0), ("c", 1)):
+        fake.write_fake_datasets(tmp_path / folder, per_class=2, test_per_class=1, seed=seed)
+    a, b, c = (files_of(tmp_path / f) for f in "abc")
+    assert a == b
+    # (notMNIST's file names follow the shuffled order, so only the other paths are shared)
+    shared = [k for k in a if not k.startswith("notMNIST_small/")]
+    assert set(shared) <= set(c) and all(a[k] != c[k] for k in shared if k.endswith((".JPEG", "-ubyte", "_batch", ".mat")))
+    manifest = json.loads(a[FAKE_MANIFEST])
+    assert set(manifest["md5"]) == set(a) - {FAKE_MANIFEST}
+    assert manifest["sources"]["cifar100"] == {"per_class": 2, "test_per_class": 1, "seed": 0}
+    # gzip-compressed IDX files too (Debian's layout): mtime 0, no name
+    train, test = mnist_like(2, 1, seed=3)
+    first = fake.write_idx(tmp_path / "x" / "idx", train[0], compress=True).read_bytes()
+    assert fake.write_idx(tmp_path / "y" / "idx", train[0], compress=True).read_bytes() == first
+
+
+def test_generated_root_serves_every_paper_scenario(paper_root):
+    """check-data passes and every paper scenario builds (2 tasks) from a generated root alone."""
+    sizes = {}
+    for scenario in PAPER_SCENARIOS:
+        check_data_available(scenario, paper_root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the corrupt notMNIST file; the fake-data notices
+            built = build_scenario(scenario, root=paper_root, num_tasks=2)
+        assert built.num_tasks == 2
+        sizes[scenario] = [(len(t.train), len(t.val), len(t.test)) for t in built.tasks]
+        x, y = built.tasks[1].train.__getitems__(list(range(4)))
+        assert x.shape == (4, *built.input_shape) and torch.isfinite(x).all()
+    # default per_class 8, test max(2, 8 // 4) = 2; one validation image per class
+    assert sizes == {"permuted_mnist": [(70, 10, 20)] * 2, "split_cifar100": [(70, 10, 20)] * 2,
+                     "five_datasets": [(70, 10, 20)] * 2, "tinyimagenet": [(35, 5, 10)] * 2}
+    assert build_scenario("tinyimagenet", root=paper_root).num_tasks == 40  # 200 wnids: the protocol's 40 tasks
+    assert len(load_source("cifar100", paper_root).class_names) == 100
+
+
+def test_generated_classes_are_learnable(paper_root):
+    """A nearest-class-mean rule beats chance by far on every generated source: a network can learn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in fake.FAKE_SOURCES:
+            src = load_source(name, paper_root)
+            x, y = src.train.images.flatten(1).float(), src.train.labels
+            means = torch.stack([x[y == c].mean(0) for c in range(src.num_classes)])
+            predicted = torch.cdist(src.test.images.flatten(1).float(), means).argmin(1)
+            accuracy = float((predicted == src.test.labels).float().mean())
+            assert accuracy > 5 / src.num_classes, (name, accuracy)
+
+
+def test_generator_never_overwrites_real_data(tmp_path):
+    real = tmp_path / "cifar-10-batches-py"
+    real.mkdir()
+    (real / "data_batch_1").write_bytes(b"real data")
+    with pytest.raises(FileExistsError, match="cifar-10-batches-py"):
+        fake.write_fake_datasets(tmp_path, sources=["cifar10"], per_class=2)
+    assert (real / "data_batch_1").read_bytes() == b"real data"
+    # A generated root is rewritten in place: stale files of a larger earlier run disappear.
+    fake.write_fake_datasets(tmp_path / "gen", sources=["notmnist"], per_class=4, test_per_class=1)
+    fake.write_fake_datasets(tmp_path / "gen", sources=["notmnist"], per_class=2, test_per_class=1)
+    assert len(list((tmp_path / "gen" / "notMNIST_small").rglob("*.png"))) == 31
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"per_class": 1}, "per_class must be an int >= 2, got 1"),
+    ({"per_class": 2.5}, "per_class must be an int >= 2, got 2.5"),
+    ({"test_per_class": 0}, "test_per_class must be an int >= 1, got 0"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"sources": ["cifar10", "imagenet"]}, r"sources=\['cifar10', 'imagenet'\].*mnist"),
+])
+def test_generator_rejects_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fake.write_fake_datasets(tmp_path, **kwargs)
+
+
+def test_generator_command_line(tmp_path, capsys):
+    assert fake.main([str(tmp_path / "data"), "--per-class", "2", "--sources", "mnist", "svhn"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist" in out and "svhn" in out and "mean nothing" in out
+    check_data_available("permuted_mnist", tmp_path / "data")
+    assert fake.main([str(tmp_path / "data"), "--per-class", "0"]) == 1
+    assert "per_class must be an int >= 2, got 0" in capsys.readouterr().err

@@ -13,8 +13,10 @@ import nbformat
 import pytest
 import yaml
 
+from adaqpacknet import grid
 from adaqpacknet.cli import check_profile_data
-from adaqpacknet.experiments import read_notebook_results
+from adaqpacknet.config import Config
+from adaqpacknet.experiments import read_notebook_results, run_dir
 from adaqpacknet.results import check_run_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,15 +80,21 @@ def make(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
-    """`make reproduce PROFILE=smoke` into a fresh results folder: every notebook executes."""
-    results_root = tmp_path_factory.mktemp("results")
-    done = make("reproduce", "PROFILE=smoke", f"RESULTS_ROOT={results_root}")
+    """`make reproduce PROFILE=smoke` through the engine, into a fresh results folder.
+
+    The parameter files are copied to a temporary params root, so that tests may touch them; the
+    runs go to runs/smoke as usual (finished runs from an earlier session are reused).
+    """
+    tmp = tmp_path_factory.mktemp("smoke")
+    shutil.copytree(ROOT / "notebooks" / "params" / "smoke", tmp / "params" / "smoke")
+    args = ("PROFILE=smoke", f"PARAMS_ROOT={tmp / 'params'}", f"RESULTS_ROOT={tmp / 'results'}")
+    done = make("reproduce", *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return results_root / "smoke", done
+    return tmp / "results" / "smoke", done, args
 
 
 def test_smoke_profile_runs_every_notebook_headless(smoke_results):
-    folder, done = smoke_results
+    folder, done, _ = smoke_results
     stems = {p.stem for p in (ROOT / "notebooks" / "params" / "smoke").glob("*.yaml")}
     assert {p.stem for p in folder.glob("*.json")} == stems
     for nb in read_notebook_results(folder):
@@ -107,13 +115,25 @@ def test_smoke_profile_runs_every_notebook_headless(smoke_results):
         assert all(c <= g for c, g in zip(record["accuracy_per_task"], record["task_given_accuracy_per_task"]))
     tour = json.loads((folder / "00_method_tour.json").read_text())
     assert tour["packed_logits_identical"] is True
-    # Headless logs carry one line per epoch, no progress-bar redraws.
-    assert "epoch 1/1" in done.stdout + done.stderr
-    assert "\r" not in done.stdout
+    # Headless job logs carry one line per epoch, no progress-bar redraws.
+    logs = "".join(p.read_text() for p in (ROOT / "build" / "logs" / "smoke").rglob("*.log"))
+    assert "epoch 1/1" in logs and "\r" not in logs
+
+
+def test_the_notebooks_read_exactly_the_runs_the_grid_trains(smoke_results):
+    # The grid plans the runs without executing a notebook: it must plan what they really read.
+    folder, _, args = smoke_results
+    plan = grid.plan("smoke", args[1].split("=", 1)[1])
+    read = set()
+    for nb in read_notebook_results(folder):
+        configs = [r["config"] for r in nb.get("runs", []) + nb.get("variants", [])]
+        configs += [r["config"] for r in nb.get("class_incremental", [])]
+        read |= {run_dir(Config.from_dict(c), plan.runs_root).relative_to(plan.runs_root).as_posix() for c in configs}
+    assert read == set(plan.runs)
 
 
 def test_smoke_profile_builds_every_table_and_figure(smoke_results):
-    folder, _ = smoke_results
+    folder, _, _ = smoke_results
     tables = json.loads((folder / "90_tables.json").read_text())["tables"]
     figures = json.loads((folder / "91_figures.json").read_text())["figures"]
     assert sorted(tables) == sorted(["t1", "t2", "t3", "t4", "t5", "sparsity"])
@@ -126,28 +146,81 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
             assert (ROOT / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 0
 
 
+def planned_jobs(args, *extra) -> list[str]:
+    """``rule:output`` of every job a dry run of `make reproduce` would execute."""
+    dry = make("reproduce", *args, "SNAKEMAKE_ARGS=--dry-run --quiet progress")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    jobs, rule = [], None
+    for line in dry.stdout.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+        elif line.startswith("output:") and rule:
+            jobs.append(f"{rule}:{line.split(None, 1)[1]}")
+            rule = None
+    return jobs
+
+
 def test_nothing_stale_means_nothing_runs(smoke_results):
-    folder, _ = smoke_results
-    again = make("reproduce", "PROFILE=smoke", f"RESULTS_ROOT={folder.parent}")
+    folder, _, args = smoke_results
+    again = make("reproduce", *args)
     assert again.returncode == 0
-    assert "papermill" not in again.stdout
-    # A changed parameter file reruns that experiment, then the tables and figures, nothing else.
-    changed = make("-n", "-W", "notebooks/params/smoke/11_split.yaml", "reproduce", "PROFILE=smoke", f"RESULTS_ROOT={folder.parent}")
-    reruns = [line.split(" -f ")[1].split()[0] for line in changed.stdout.splitlines() if "papermill" in line]
-    assert [Path(r).stem for r in reruns] == ["11_split", "90_tables", "91_figures"]
+    assert "Nothing to be done" in again.stdout + again.stderr
+    # A changed parameter file re-executes that notebook, then the tables and figures; no run trains.
+    # (Snakemake compares contents too: a file touched without a change reruns nothing.)
+    params = Path(args[1].split("=", 1)[1]) / "smoke" / "11_split.yaml"
+    params.write_text(params.read_text() + "# a comment changes the file, not its runs\n")
+    jobs = planned_jobs(args)
+    assert sorted(j.split(":")[0] + ":" + Path(j.split(":", 1)[1]).stem for j in jobs if not j.startswith("localrule")) == [
+        "experiment:11_split", "report:90_tables", "report:91_figures"]
+    done = make("reproduce", *args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def test_a_failing_notebook_stops_make_and_leaves_no_result(tmp_path):
+def test_a_deleted_run_reruns_only_that_run_and_its_readers(smoke_results):
+    folder, _, args = smoke_results
+    plan = grid.plan("smoke", args[1].split("=", 1)[1])
+    run_id = next(i for i, r in plan.runs.items() if r.notebooks == ("11_split", "14_class_incremental"))
+    (plan.runs_root / run_id / "results.json").unlink()
+    jobs = planned_jobs(args)
+    assert sorted(j.split(":")[0] for j in jobs if not j.startswith("localrule")) == ["experiment", "experiment", "report", "report", "train"]
+    assert f"train:{plan.runs_root.relative_to(ROOT) / run_id / 'results.json'}" in jobs
+    assert {Path(j.split(":", 1)[1]).stem for j in jobs if j.startswith("experiment")} == {"11_split", "14_class_incremental"}
+    done = make("reproduce", *args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (plan.runs_root / run_id / "results.json").is_file()
+
+
+def test_a_bad_profile_stops_make_before_any_job_and_leaves_no_result(tmp_path):
     params = tmp_path / "params" / "broken"
     params.mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / "params" / "smoke" / "11_split.yaml", params / "11_split.yaml")
     with open(params / "11_split.yaml", "a") as handle:
         handle.write("overrides: ['epochs=0']\n")
     target = tmp_path / "results" / "broken" / "11_split.json"
-    done = make(str(target), "PROFILE=broken", f"PARAMS_ROOT={tmp_path / 'params'}", f"RESULTS_ROOT={tmp_path / 'results'}")
+    done = make("reproduce", f"TARGETS={target}", "PROFILE=broken", f"PARAMS_ROOT={tmp_path / 'params'}", f"RESULTS_ROOT={tmp_path / 'results'}")
     assert done.returncode != 0
     assert "epochs=0 must be >= 1" in done.stdout + done.stderr
     assert not target.exists()
+
+
+def test_a_failing_job_leaves_no_result_and_the_others_go_on(tmp_path):
+    # A notebook that fails inside its kernel (after its run trained): its results JSON is not
+    # written; the notebook beside it, which needs nothing of it, still completes.
+    params = tmp_path / "params" / "failing"
+    params.mkdir(parents=True)
+    (params / "00_method_tour.yaml").write_text("scenario: permuted_digits\nepochs: 1\nbatch_size: 32\n")
+    (params / "20_ablation_quantization.yaml").write_text(
+        "scenario: permuted_digits\nseeds: [0]\nnum_tasks: 1\nepochs: 1\nbatch_size: 32\nquantizers: [no_such_quantizer]\n")
+    results = tmp_path / "results" / "failing"
+    try:
+        done = make("reproduce", "PROFILE=failing", f"PARAMS_ROOT={tmp_path / 'params'}", f"RESULTS_ROOT={tmp_path / 'results'}")
+    finally:
+        shutil.rmtree(ROOT / "runs" / "failing", ignore_errors=True)
+    assert done.returncode != 0
+    assert "no_such_quantizer" in done.stdout + done.stderr  # --show-failed-logs prints the job's log
+    assert not (results / "20_ablation_quantization.json").exists()
+    assert (results / "00_method_tour.json").is_file()
 
 
 def test_missing_data_stops_a_profile_before_training(tmp_path, capsys):

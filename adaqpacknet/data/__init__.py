@@ -15,6 +15,7 @@ from .scenarios import (
 )
 from .sources import (
     DEBIAN_FASHION_MNIST_DIR,
+    FAKE_MANIFEST,
     FASHION_MNIST_DIR_ENV,
     SOURCES,
     DatasetNotFoundError,
@@ -22,6 +23,7 @@ from .sources import (
     Source,
     check_source,
     clear_source_cache,
+    fake_manifest,
     fashion_mnist_system_dir,
     load_source,
     stratified_split,
@@ -30,6 +32,6 @@ from .sources import (
 __all__ = [
     "CLASS_ORDERS", "SCENARIOS", "BatchTransform", "Scenario", "ScenarioSpec", "Task", "TaskDataset",
     "build_scenario", "channel_stats", "check_data_available", "required_sources",
-    "DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_DIR_ENV", "SOURCES", "DatasetNotFoundError", "ImageSet", "Source",
-    "check_source", "clear_source_cache", "fashion_mnist_system_dir", "load_source", "stratified_split",
+    "DEBIAN_FASHION_MNIST_DIR", "FAKE_MANIFEST", "FASHION_MNIST_DIR_ENV", "SOURCES", "DatasetNotFoundError", "ImageSet",
+    "Source", "check_source", "clear_source_cache", "fake_manifest", "fashion_mnist_system_dir", "load_source", "stratified_split",
 ]

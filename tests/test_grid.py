@@ -1,0 +1,126 @@
+"""The grid: a profile's runs listed from its parameter files, one job each; GPU slots per job.
+
+The engine itself (Snakemake through `make reproduce`) runs the smoke profile in
+tests/test_notebooks.py, which also checks that the runs its notebooks read are the runs listed here.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaqpacknet import grid
+from adaqpacknet.config import Config
+from adaqpacknet.experiments import run_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_plans_valid_runs_in_their_notebooks_folders(profile):
+    plan = grid.plan(profile)
+    assert set(plan.notebooks) == {p.stem for p in (ROOT / "notebooks" / "params" / profile).glob("*.yaml")}
+    assert plan.runs, profile
+    for run in plan.runs.values():
+        assert isinstance(run.config, Config)
+        assert run_dir(run.config, plan.runs_root) == plan.runs_root / run.id
+        assert run.notebooks and all(run.id in plan.notebooks[nb] for nb in run.notebooks)
+    # Each run is listed once, however many notebooks read it; reports read no run directly.
+    assert sum(len(ids) for ids in plan.notebooks.values()) == sum(len(r.notebooks) for r in plan.runs.values())
+    assert all(not plan.notebooks[nb] for nb in plan.reports())
+
+
+def test_default_profile_shares_runs_between_notebooks():
+    plan = grid.plan("default")
+    readers = {r.notebooks for r in plan.runs.values()}
+    assert ("10_permuted", "20_ablation_quantization") in readers  # 20 re-quantises 10's float runs
+    assert ("11_split", "14_class_incremental") in readers  # 14 infers tasks over 11's sub-networks
+    assert len(plan.notebooks["10_permuted"]) == 13 * 3
+
+
+def test_notebook_defaults_come_from_the_executed_notebook():
+    defaults = grid.notebook_defaults("10_permuted")
+    assert defaults["scenario"] == "permuted_fashion_mnist" and defaults["seeds"] == [0, 1, 2]
+    assert defaults["num_tasks"] == 0 and defaults["overrides"] == []
+
+
+def write_profile(root: Path, name: str, files: dict[str, dict]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for stem, params in files.items():
+        (folder / f"{stem}.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_bad_profiles_are_refused_naming_the_file_and_value(tmp_path):
+    with pytest.raises(ValueError, match=r"no profile 'nope'.*profiles: default, paper"):
+        grid.plan("nope")
+    root = write_profile(tmp_path, "typo", {"10_permuted": {"scenario": "permuted_digits", "epoch": 2}})
+    with pytest.raises(ValueError, match=r"10_permuted.yaml: \['epoch'\] are not parameters"):
+        grid.plan("typo", root)
+    root = write_profile(tmp_path, "badvalue", {"11_split": {"scenario": "split_digits", "methods": ["ewk"]}})
+    with pytest.raises(ValueError, match=r"11_split.yaml: unknown method 'ewk'; valid choices: ada_qpacknet"):
+        grid.plan("badvalue", root)
+    root = write_profile(tmp_path, "empty", {})
+    with pytest.raises(ValueError, match="has no parameter files"):
+        grid.plan("empty", root)
+
+
+def test_cli_lists_runs_and_refuses_an_unknown_job(tmp_path):
+    cli = [sys.executable, "-m", "adaqpacknet"]
+    listed = subprocess.run([*cli, "runs", "smoke", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert {r["id"] for r in rows} == set(grid.plan("smoke").runs)
+    assert Config.from_dict(rows[0]["config"]) == grid.plan("smoke").runs[rows[0]["id"]].config
+    bad = subprocess.run([*cli, "run", "--profile", "smoke", "--job", "no/such-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "profile 'smoke' has no run 'no/such-run'" in bad.stderr
+    mixed = subprocess.run([*cli, "run", "--job", rows[0]["id"], "epochs=2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert mixed.returncode == 2 and "needs --profile" in mixed.stderr
+
+
+def test_one_job_trains_exactly_its_run(tmp_path):
+    root = write_profile(tmp_path, "tiny", {"10_permuted": {
+        "scenario": "permuted_digits", "methods": ["ada_qpacknet"], "seeds": [3], "num_tasks": 1, "epochs": 1, "batch_size": 32,
+    }})
+    plan = grid.plan("tiny", root)
+    (run_id,) = plan.runs
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "adaqpacknet", "run", "--profile", "tiny", "--params-root", str(root), "--job", run_id],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        results = plan.runs_root / run_id / "results.json"
+        assert json.loads(results.read_text())["config"]["seed"] == 3
+        # Loading a finished run (what a notebook does) leaves its results untouched, byte for byte.
+        before = (results.read_bytes(), results.stat().st_mtime_ns)
+        from adaqpacknet.methods import learner_for
+
+        learner_for(plan.runs[run_id].config).run(plan.runs_root / run_id)
+        assert (results.read_bytes(), results.stat().st_mtime_ns) == before
+    finally:
+        import shutil
+
+        shutil.rmtree(plan.runs_root, ignore_errors=True)
+
+
+def test_gpu_slots_give_each_concurrent_job_its_own_gpu(tmp_path):
+    # A fake machine with two GPUs: three jobs at once; two take slots 0 and 1, the third waits
+    # until one of them is done, then takes the freed slot.
+    command = [sys.executable, "-m", "adaqpacknet.gpu_slots", "--slots", "0,1", "--lock-dir", str(tmp_path / "locks"), "--"]
+    job = "import os, sys, time; print(os.environ['CUDA_VISIBLE_DEVICES'], time.time(), flush=True); time.sleep(float(sys.argv[1]))"
+    started = [subprocess.Popen([*command, sys.executable, "-c", job, "1.5"], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(0.5)
+    waiting = subprocess.Popen([*command, sys.executable, "-c", job, "0"], stdout=subprocess.PIPE, text=True)
+    first = [p.communicate(timeout=30)[0].split() for p in started]
+    last = waiting.communicate(timeout=30)[0].split()
+    assert sorted(slot for slot, _ in first) == ["0", "1"]
+    assert last[0] in ("0", "1") and float(last[1]) >= min(float(t) for _, t in first) + 1.0
+    bad = subprocess.run([*command[:3], "--slots", "a,b", "--", "true"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "expected comma-separated GPU ids" in bad.stderr
