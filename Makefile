@@ -75,7 +75,8 @@ else
 ENGINE = $(error EXECUTOR=$(EXECUTOR) is not an executor; valid choices: local, slurm)
 endif
 
-reproduce: check-data
+# The Snakefile checks the profile's parameters and data before any job starts.
+reproduce: | $(STAMP) data
 	$(SNAKEMAKE) $(ENGINE) $(SNAKEMAKE_ARGS) $(TARGETS)
 
 # The runs a profile needs, one job each (what `make reproduce` trains).

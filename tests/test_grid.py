@@ -124,3 +124,21 @@ def test_gpu_slots_give_each_concurrent_job_its_own_gpu(tmp_path):
     assert last[0] in ("0", "1") and float(last[1]) >= min(float(t) for _, t in first) + 1.0
     bad = subprocess.run([*command[:3], "--slots", "a,b", "--", "true"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "expected comma-separated GPU ids" in bad.stderr
+
+
+def test_make_reproduce_with_gpus_gives_every_job_a_gpu_slot(tmp_path):
+    # The wiring of `make reproduce GPUS=0,1` (a dry run: nothing executes): at most two jobs hold
+    # a GPU at once, and every train and experiment job runs under the slot wrapper.
+    root = write_profile(tmp_path, "gpus", {
+        "10_permuted": {"scenario": "permuted_digits", "methods": ["ada_qpacknet"], "seeds": [0, 1], "num_tasks": 1},
+        "90_tables": {},
+    })
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "reproduce", "PROFILE=gpus", f"PARAMS_ROOT={root}", f"RESULTS_ROOT={tmp_path / 'results'}",
+         "GPUS=0,1", "SNAKEMAKE_ARGS=--dry-run --printshellcmds"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "--resources gpu=2 --set-resources train:gpu=1 experiment:gpu=1" in dry.stdout
+    wrapped = [line for line in dry.stdout.splitlines() if "-m adaqpacknet.gpu_slots --slots 0,1 --" in line]
+    assert len(wrapped) == 2 + 1  # two runs and the experiment notebook; the report needs no GPU

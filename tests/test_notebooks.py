@@ -57,6 +57,16 @@ def test_notebook_is_paired_stripped_and_claims_something(script):
 TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list}
 
 
+@pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_that_builds_a_scenario_takes_its_data_root(script):
+    # Regression: 00_method_tour had no data_root and built its Config from the kernel's working
+    # directory (notebooks/), so a profile's data folder was never used there.
+    params = parameters_of(script)
+    if "scenario" in params:
+        assert params.get("data_root") == "str", f"{script.name}: no data_root parameter"
+        assert "data_root=data_root" in script.read_text(), f"{script.name}: data_root is not passed on"
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_profile_parameters_exist_and_have_the_declared_types(profile):
     for path in sorted((ROOT / "notebooks" / "params" / profile).glob("*.yaml")):
@@ -151,7 +161,7 @@ def planned_jobs(args, *extra) -> list[str]:
     dry = make("reproduce", *args, "SNAKEMAKE_ARGS=--dry-run --quiet progress")
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     jobs, rule = [], None
-    for line in dry.stdout.splitlines():
+    for line in (dry.stdout + dry.stderr).splitlines():
         line = line.strip()
         if line.startswith(("rule ", "localrule ")):
             rule = line.split()[1].rstrip(":")

@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from .sources import Source, check_source, load_source, stratified_split
 
@@ -77,6 +76,10 @@ class BatchTransform:
         self.pad, self.channels, self.permutation = pad, channels, permutation
 
     def __call__(self, x: Tensor) -> Tensor:
+        # Imported here: torchvision costs ~1.5 s to import, and planning a grid (adaqpacknet.grid,
+        # every Snakemake start) needs this module's scenario names, not its transforms.
+        from torchvision.transforms.v2 import functional as TF
+
         if self.pad:
             x = TF.pad(x, [self.pad], fill=0.0)
         x = TF.normalize(x, self.mean, self.std)
