@@ -10,11 +10,9 @@ fails before any data is loaded.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from . import grid
 from .config import Config, parse_override

@@ -11,15 +11,15 @@ still trains it itself, as it always did.
 
 A notebook parameter whose name is a ``Config`` field is a setting of every run of that notebook
 (``num_tasks: 0`` means the scenario's own number); ``overrides`` adds any other field. The
-notebooks build their settings the same way, and ``tests/test_grid.py`` checks that the runs the
-smoke profile's notebooks use are exactly the runs listed here.
+notebooks build their settings the same way, and ``tests/test_notebooks.py`` checks that the runs
+the smoke profile's notebooks read are exactly the runs listed here.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,7 +50,7 @@ class Plan:
     profile: str
     params_dir: Path
     notebooks: dict[str, tuple[str, ...]]  # notebook stem -> ids of the runs it reads (reports: none)
-    runs: dict[str, Run] = field(default_factory=dict)
+    runs: dict[str, Run]  # run id -> run
 
     @property
     def runs_root(self) -> Path:

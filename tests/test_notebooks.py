@@ -2,10 +2,8 @@
 
 import ast
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jupytext
