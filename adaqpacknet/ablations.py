@@ -1,6 +1,6 @@
-"""Ablations: the sparsity-search variants, and sweeps that re-use trained networks.
+"""Ablations: the sparsity-search and capacity variants, and sweeps that re-use trained networks.
 
-``sparsity_variants``: the Config changes of each variant of the sparsity-search ablation.
+``sparsity_configs``: the runs of the sparsity ablation, every scenario x variant x seed.
 ``quantization_sweep``: each task's float sub-network quantised by every quantiser at every bit
 width, one task at a time (earlier tasks stay as trained), accuracy measured on the test split.
 """
@@ -11,18 +11,32 @@ from typing import Any, Sequence
 
 import torch
 
+from . import experiments
+from .config import Config
 from .learner import AdaQPacknet
-from .ownership import owner_maps, prunable_layers, raw_weight, show_task
+from .ownership import owner_maps, prunable_layers, raw_weight
 from .quantization import quantize
 from .training import evaluate
 
 
-def sparsity_variants(populations: Sequence[int], fixed_ratios: Sequence[float]) -> dict[str, dict[str, Any]]:
-    """Variant name -> Config changes: the search with each population P, and a fixed ratio r for
-    every layer and task (population 1, r_min = r_max = r: PackNet's schedule, quantised)."""
-    variants: dict[str, dict[str, Any]] = {f"search P={p}": {"population": p} for p in populations}
-    variants.update({f"fixed r={r}": {"population": 1, "r_min": r, "r_max": r} for r in fixed_ratios})
-    return variants
+def sparsity_configs(
+    scenarios: dict[str, dict[str, Any]], variants: dict[str, dict[str, Any]], seeds: Sequence[int], settings: dict[str, Any]
+) -> list[tuple[str, Config]]:
+    """``(variant, config)`` of every scenario x variant x seed of the sparsity ablation, each config
+    validated here: Ada-QPacknet on ``settings``, then the scenario's own changes (its network,
+    batch size), then the variant's (``{"capacity_rule": "budget"}``, ``{"population": 4}``, ...)."""
+    if not scenarios or not variants or not seeds:
+        raise ValueError(f"the ablation needs scenarios, variants and seeds (got {len(scenarios)}, {len(variants)}, {len(seeds)})")
+    found = []
+    for scenario, scenario_changes in scenarios.items():
+        for name, changes in variants.items():
+            merged = {**settings, "scenario": scenario, **(scenario_changes or {}), **(changes or {})}
+            try:
+                configs = experiments.method_configs(["ada_qpacknet"], list(seeds), merged)
+            except ValueError as error:
+                raise ValueError(f"scenario {scenario!r}, variant {name!r}: {error}") from None
+            found.extend((name, config) for config in configs)
+    return found
 
 
 def quantization_sweep(
@@ -47,7 +61,7 @@ def quantization_sweep(
         tensors.update({"head": head.weight, "head.bias": head.bias})
         positions.update({"head": torch.ones_like(head.weight, dtype=torch.bool), "head.bias": torch.ones_like(head.bias, dtype=torch.bool)})
         original = {name: t.detach().clone() for name, t in tensors.items()}
-        show_task(learner.model, index + 1)
+        learner.show(index)
 
         def accuracy() -> float:
             return evaluate(learner.model, task.test, index, learner.config.eval_batch_size, learner.device)

@@ -25,6 +25,7 @@ QUANTIZERS = (*QUANTIZER_NAMES, "none")
 BIT_ALLOCATIONS = ("per_task", "per_layer")
 PRUNE_SCHEDULES = ("train_prune_retrain", "fixed_mask")
 SEARCH_KEEPS = ("best", "retrain")
+CAPACITY_RULES = ("reference", "budget")
 FREE_INITS = ("layer_default", "uniform", "keep")
 DEVICES = ("auto", "cpu", "cuda")
 # Ada-QPacknet (and its float variant, quantizer="none"); PackNet: one fixed prune ratio per task, no
@@ -76,6 +77,20 @@ class Config:
     fitness_accuracy_weight: float = 0.8  # fitness = w * acc + (1 - w) * pruned fraction
     search_keep: str = "best"  # "best": keep the winner's weights; "retrain": retrain from scratch
     prune_schedule: str = "train_prune_retrain"  # or "fixed_mask" (reference-code-faithful)
+    # How much of its free weights a task may keep (an extension; the paper is "reference"):
+    # "reference": ratios ~ U[r_min, r_max] of the free weights, whatever is left and whatever comes
+    #   next, so on 10 tasks the first ones take most of the network and the last learn in what is left;
+    # "budget": each layer keeps u x its equal share of the pool left for this task and those still to
+    #   come (pool = free weights - the reserve (1 - capacity_budget) x layer), u ~ U[budget_share_min,
+    #   budget_share_max] per layer and candidate; the fitness then weighs accuracy against what the
+    #   candidate keeps, as before (pruning.budget_prune_ratios). r_min and r_max are not used.
+    capacity_rule: str = "reference"
+    capacity_budget: float = 1.0  # "budget": share of each layer the whole task sequence may own
+    budget_share_min: float = 0.5
+    budget_share_max: float = 1.5
+    # Reuse of frozen weights (method.md §2, inference: task t's network is every weight of tasks 1..t).
+    # False is the ablation: each task trains and infers with its own weights only.
+    reuse_frozen: bool = True
 
     # --- PackNet (method="packnet") --------------------------------------------------------------
     # Prune ratio of each task's free weights, every layer: one value for every task, or one per
@@ -129,6 +144,7 @@ class Config:
         _choice("bit_allocation", self.bit_allocation, BIT_ALLOCATIONS)
         _choice("prune_schedule", self.prune_schedule, PRUNE_SCHEDULES)
         _choice("search_keep", self.search_keep, SEARCH_KEEPS)
+        _choice("capacity_rule", self.capacity_rule, CAPACITY_RULES)
         _choice("free_init", self.free_init, FREE_INITS)
         _choice("class_order", self.class_order, CLASS_ORDERS)
         _choice("device", self.device, DEVICES)
@@ -178,6 +194,19 @@ class Config:
                     f"prune_ratios has {len(self.prune_ratios)} entries for num_tasks={self.num_tasks}: give one "
                     f"ratio for every task or one per task"
                 )
+        _in_range("capacity_budget", self.capacity_budget, 0.0, 1.0 + 1e-12, "(0, 1]", open_low=True)
+        for name in ("budget_share_min", "budget_share_max"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)} must be a finite number > 0")
+        if self.budget_share_min > self.budget_share_max:
+            raise ValueError(f"budget_share_min={self.budget_share_min} must not exceed budget_share_max={self.budget_share_max}")
+        if self.capacity_rule != "reference" and self.method != "ada_qpacknet":
+            raise ValueError(
+                f"capacity_rule={self.capacity_rule!r} sets Ada-QPacknet's search; method={self.method!r} does not search "
+                f"(PackNet's ratios are prune_ratios)"
+            )
+        if not self.reuse_frozen and self.method not in ("ada_qpacknet", "packnet"):
+            raise ValueError(f"reuse_frozen=False is an ablation of the owner-map methods (ada_qpacknet, packnet), not of {self.method!r}")
         _in_range("wsn_capacity", self.wsn_capacity, 0.0, 1.0 + 1e-12, "(0, 1]", open_low=True)
         for name in ("ewc_lambda", "si_lambda", "lwf_alpha", "gem_memory_strength"):
             if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
@@ -206,8 +235,11 @@ class Config:
     @property
     def label(self) -> str:
         """Name of the method in results and tables: Ada-QPacknet's float variant is one of its own."""
-        if self.method == "ada_qpacknet" and self.quantizer == "none":
-            return "ada_qpacknet_float"
+        if self.method in ("ada_qpacknet", "packnet"):
+            budget = "_budget" if self.capacity_rule == "budget" else ""
+            isolated = "" if self.reuse_frozen else "_no_reuse"
+            stored = "_float" if self.method == "ada_qpacknet" and self.quantizer == "none" else ""
+            return f"{self.method}{budget}{isolated}{stored}"
         if self.heads == "single":
             return f"{self.method}_single_head"
         return self.method

@@ -29,6 +29,8 @@ NOTEBOOK_SCHEMA_VERSION = 1
 METHODS: dict[str, dict[str, Any]] = {
     "ada_qpacknet": {},
     "ada_qpacknet_float": {"quantizer": "none"},
+    # Every task an equal share of the pool left for it and the tasks to come (Config.capacity_rule).
+    "ada_qpacknet_budget": {"capacity_rule": "budget"},
     "packnet": {"method": "packnet", "quantizer": "none", "population": 1},
     "wsn": {"method": "wsn"},
     "independent": {"method": "independent"},
@@ -98,7 +100,11 @@ def run_methods(
 
     Every config is built (and so validated) before the first run starts.
     """
-    configs = method_configs(methods, seeds, settings, classic_epochs)
+    return run_configs(method_configs(methods, seeds, settings, classic_epochs), runs_root)
+
+
+def run_configs(configs: list[Config], runs_root: str | Path) -> list[dict[str, Any]]:
+    """Results of every config (validated beforehand), each run resumed from its folder when it exists."""
     results = []
     for number, config in enumerate(configs, start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from . import experiments
-from .ablations import sparsity_variants
+from .ablations import sparsity_configs
 from .config import Config, field_names
 
 NOTEBOOKS_DIR = experiments.resolve("notebooks")
@@ -115,10 +115,8 @@ def _float_runs(p: dict[str, Any]) -> list[Config]:
 
 
 def _sparsity_variants(p: dict[str, Any]) -> list[Config]:
-    # 21: Ada-QPacknet under each search variant.
-    base = run_settings(p)
-    variants = sparsity_variants(p["populations"], p["fixed_ratios"])
-    return [c for changes in variants.values() for c in experiments.method_configs(["ada_qpacknet"], p["seeds"], {**base, **changes})]
+    # 21: Ada-QPacknet under each search and capacity variant, on each scenario.
+    return [config for _, config in sparsity_configs(p["scenarios"], p["variants"], p["seeds"], run_settings(p))]
 
 
 # How each experiment notebook turns its parameters into runs. A notebook that is not listed

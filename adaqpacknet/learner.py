@@ -39,7 +39,7 @@ from .ownership import (
     show_training,
 )
 from .packing import PACKED_FILE, PROBES_FILE, layout_bytes, pack, probe_batch
-from .pruning import magnitude_keep_mask, sample_prune_ratios
+from .pruning import budget_prune_ratios, magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
 from .results import write_bytes
 from .training import evaluate, fit, load_trainable_state, trainable_state
@@ -75,7 +75,7 @@ class AdaQPacknet(ContinualLearner):
         return model
 
     def show(self, index: int) -> None:
-        show_task(self.model, index + 1)
+        show_task(self.model, index + 1, self.config.reuse_frozen)
 
     # --- the task loop ---------------------------------------------------------------------------
 
@@ -113,6 +113,15 @@ class AdaQPacknet(ContinualLearner):
             load_trainable_state(self.model, index, start_state)
             if cfg.method == "packnet":
                 ratios = {name: cfg.prune_ratio(index) for name in self.layer_names}
+            elif cfg.capacity_rule == "budget":
+                ratios = budget_prune_ratios(
+                    {name: int(step.free[name].sum()) for name in self.layer_names},
+                    {name: step.free[name].numel() for name in self.layer_names},
+                    self.scenario.num_tasks - index,  # this task and those still to come
+                    cfg.capacity_budget,
+                    (cfg.budget_share_min, cfg.budget_share_max),
+                    step.generator,
+                )
             else:
                 ratios = sample_prune_ratios(self.layer_names, cfg.r_min, cfg.r_max, step.generator)
             keep = self._train_candidate(step, ratios, f"task {owner_id} cand {number + 1}")
@@ -137,7 +146,7 @@ class AdaQPacknet(ContinualLearner):
     def quantize_task(self, step: "TaskStep") -> None:
         """Record the float validation accuracy, then run the bit-width search (unless float)."""
         quantize_start = time.perf_counter()
-        show_training(self.model, step.index + 1, step.keep)
+        show_training(self.model, step.index + 1, step.keep, self.config.reuse_frozen)
         step.float_accuracy = evaluate(self.model, step.task.val, step.index, self.config.eval_batch_size, self.device)
         step.bit_search = self._quantize(step.task, step.keep, step.float_accuracy)
         step.timings["quantize_s"] = time.perf_counter() - quantize_start
@@ -199,7 +208,7 @@ class AdaQPacknet(ContinualLearner):
             return {name: magnitude_keep_mask(weights[name], free[name], ratios[name]) for name in self.layer_names}
 
         def train(trainable: dict[str, Tensor], epochs: int, label: str) -> None:
-            show_training(self.model, task.index + 1, trainable)
+            show_training(self.model, task.index + 1, trainable, self.config.reuse_frozen)
             report = fit(self.model, task.index, task.train, task.val, trainable, epochs, self.settings, self.device, step.generator, label)
             step.timings["train_s"] += report.seconds
             step.epochs_run += report.epochs_run
@@ -217,7 +226,7 @@ class AdaQPacknet(ContinualLearner):
 
     def _score(self, task: Task, keep: dict[str, Tensor], free: dict[str, Tensor], ratios: dict[str, float]) -> dict[str, Any]:
         """Validation fitness of a candidate: w * accuracy + (1 - w) * pruned / free weights."""
-        show_training(self.model, task.index + 1, keep)
+        show_training(self.model, task.index + 1, keep, self.config.reuse_frozen)
         accuracy = evaluate(self.model, task.val, task.index, self.config.eval_batch_size, self.device)
         n_free = sum(int(free[name].sum()) for name in self.layer_names)
         n_kept = sum(int(keep[name].sum()) for name in self.layer_names)

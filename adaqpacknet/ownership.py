@@ -10,6 +10,7 @@ with ``state_dict`` like Avalanche's ``PackNetModule``:
 
 Views: ``show_task(model, t)`` for inference of task t (weights owned by tasks 1..t), and
 ``show_training(model, t, trainable)`` while task t trains (tasks 1..t-1 plus its own weights).
+With ``reuse=False`` (the reuse ablation) a task sees its own weights only.
 """
 
 from __future__ import annotations
@@ -84,20 +85,27 @@ def free_masks(model: nn.Module) -> dict[str, Tensor]:
     return {name: owner == 0 for name, owner in owner_maps(model).items()}
 
 
-def show_task(model: nn.Module, task: int) -> None:
-    """Inference view of ``task`` (1-based): weights owned by tasks 1..task, nothing else."""
+def task_view(owner: Tensor, task: int, reuse: bool = True) -> Tensor:
+    """Where ``task`` (1-based) reads weights: owners 1..task, or only ``task`` without reuse."""
+    return (owner >= (1 if reuse else task)) & (owner <= task)
+
+
+def show_task(model: nn.Module, task: int, reuse: bool = True) -> None:
+    """Inference view of ``task`` (1-based): weights owned by tasks 1..task (``reuse=False``: by
+    ``task`` alone), nothing else."""
     for layer in prunable_layers(model).values():
         wm = weight_mask(layer)
-        wm.set_view((wm.owner >= 1) & (wm.owner <= task))
+        wm.set_view(task_view(wm.owner, task, reuse))
 
 
-def show_training(model: nn.Module, task: int, trainable: dict[str, Tensor]) -> None:
-    """Training view of ``task``: frozen weights of tasks 1..task-1 plus ``trainable`` ones."""
+def show_training(model: nn.Module, task: int, trainable: dict[str, Tensor], reuse: bool = True) -> None:
+    """Training view of ``task``: frozen weights of tasks 1..task-1 (none with ``reuse=False``)
+    plus ``trainable`` ones."""
     for name, layer in prunable_layers(model).items():
         wm = weight_mask(layer)
         if bool((trainable[name] & (wm.owner != 0)).any()):
             raise ValueError(f"layer {name}: trainable weights must be free (owner 0)")
-        earlier = (wm.owner >= 1) & (wm.owner < task)
+        earlier = task_view(wm.owner, task - 1) if reuse else torch.zeros_like(trainable[name])
         wm.set_view(earlier | trainable[name])
 
 

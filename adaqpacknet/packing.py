@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .models import HEAD, HEAD_BIAS, MultiHeadNet, build_model
-from .ownership import owner_maps, prunable_layers, raw_weight
+from .ownership import owner_maps, prunable_layers, raw_weight, task_view
 from .results import CorruptFileError
 from .training import loader
 
@@ -56,6 +56,9 @@ CODER = (
 # The config keys a packed file keeps: what rebuilds its data and evaluates it the same way (BN uses
 # batch statistics, so the evaluation batch size matters). The run's full config is in results.json.
 REBUILD_KEYS = ("scenario", "model", "num_tasks", "seed", "data_root", "download", "val_fraction", "class_order", "eval_batch_size")
+# Kept only when it differs from the default, so that files of runs with reuse stay as they were:
+# reuse_frozen=False (the reuse ablation) changes which weights a task's network reads.
+VIEW_KEYS = {"reuse_frozen": True}
 _CHECKSUM_KEY = "sha256"
 _PLACEHOLDER = "0" * 64
 # How a stream is coded (the "stream_models" tensor): nothing to code, uniform, or counted.
@@ -215,7 +218,14 @@ def pack(
         "num_tasks": str(num_tasks),
         "storage": "quantized" if quantized else "float32",
         "architecture": json.dumps(architecture, separators=(",", ":")),
-        "config": json.dumps({k: config[k] for k in REBUILD_KEYS if k in config}, separators=(",", ":"), allow_nan=False),
+        "config": json.dumps(
+            {
+                **{k: config[k] for k in REBUILD_KEYS if k in config},
+                **{k: config[k] for k, default in VIEW_KEYS.items() if config.get(k, default) != default},
+            },
+            separators=(",", ":"),
+            allow_nan=False,
+        ),
         "coder": CODER,
         _CHECKSUM_KEY: _PLACEHOLDER,
     }
@@ -440,9 +450,11 @@ class PackedNetwork(nn.Module):
         return network
 
     def task_weights(self, task: int) -> dict[str, Tensor]:
-        """Task ``task``'s view of each body layer (0-based): the weights of tasks 1..task+1, 0 elsewhere."""
+        """Task ``task``'s view of each body layer (0-based): the weights of tasks 1..task+1 (of
+        task+1 alone for a run without reuse), 0 elsewhere."""
+        reuse = bool(self.config.get("reuse_frozen", VIEW_KEYS["reuse_frozen"]))
         return {
-            name: torch.where((owner >= 1) & (owner <= task + 1), self.values[name], torch.zeros(()))
+            name: torch.where(task_view(owner, task + 1, reuse), self.values[name], torch.zeros(()))
             for name, owner in self.owner_maps.items()
         }
 

@@ -287,6 +287,53 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
     return fig
 
 
+def capacity_ablation(notebooks: Iterable[dict[str, Any]], per_task: tuple[str, ...] = ("reference [0.4, 0.7]", "budget", "budget, no reuse")) -> plt.Figure:
+    """The sparsity and capacity ablation (notebook 21), one row per scenario, mean ± std over seeds:
+    (a) ACC against the packed file of every variant; (b) each task's final test accuracy and
+    (c) the share of body weights owned after each task, for the variants in ``per_task`` (the
+    reference, the budget rule, and the budget rule without reuse of earlier tasks' weights)."""
+    runs = [run for _, run in unique_runs(notebooks, section="variants")]
+    if not runs:
+        return _empty("no sparsity-ablation runs")
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for run in runs:
+        groups.setdefault(setting(run), {}).setdefault(run["variant"], []).append(run)
+    variants = list(dict.fromkeys(run["variant"] for run in runs))
+    colours = dict(zip(variants, sns.color_palette("colorblind", len(variants))))
+    markers = dict(zip(variants, MARKERS))
+    fig, axes = plt.subplots(len(groups), 3, figsize=(7.0, 2.4 * len(groups)), squeeze=False)
+    for (ax_size, ax_task, ax_cap), (name, by_variant) in zip(axes, groups.items()):
+        for variant, group in by_variant.items():
+            size = np.array([r["packed_bytes"] / 1024 for r in group])
+            acc = np.array([r["acc"] for r in group])
+            ax_size.errorbar(size.mean(), acc.mean(), xerr=size.std(), yerr=acc.std(), capsize=2, linestyle="none",
+                             color=colours[variant], marker=markers[variant], label=variant)
+            if variant not in per_task:
+                continue
+            final = np.array([r["acc_matrix"][-1] for r in group])
+            owned = np.array([np.cumsum([sum(t["owned_weights"].values()) for t in r["per_task"]]) for r in group])
+            share = 100 * owned / group[0]["bits_ledger"]["body_weights"]
+            tasks = np.arange(1, final.shape[1] + 1)
+            style = {"color": colours[variant], "marker": markers[variant], "ms": 3, "capsize": 2}
+            ax_task.errorbar(tasks, final.mean(0), yerr=final.std(0), **style)
+            ax_cap.errorbar(tasks, share.mean(0), yerr=share.std(0), **style)
+        ax_task.set_title(name)
+        ax_size.set_xlabel("packed file (KiB)")
+        ax_size.set_ylabel("ACC (%)")
+        ax_task.set_xlabel("task")
+        ax_task.set_ylabel("final test accuracy (%)")
+        ax_cap.set_xlabel("after task")
+        ax_cap.set_ylabel("body weights owned (%)")
+        ax_cap.set_ylim(0, 100)
+        for ax in (ax_task, ax_cap):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax, letter in zip(axes[0], "abc"):
+        ax.text(-0.02, 1.12, f"({letter})", transform=ax.transAxes, ha="right", va="bottom", fontweight="bold")
+    fig.tight_layout()
+    _legend_right(fig, axes[:, 0])
+    return fig
+
+
 STORAGE_LAYOUTS = {
     "float32_per_task_kib": "float32 net per task",
     "packnet_kib": "PackNet (f32 + uint8 map)",

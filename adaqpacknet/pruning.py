@@ -29,3 +29,31 @@ def magnitude_keep_mask(weight: Tensor, candidates: Tensor, ratio: float) -> Ten
     keep = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
     keep[flat_candidates[order[n_prune:]]] = True
     return keep.view_as(weight)
+
+
+def budget_prune_ratios(
+    free: dict[str, int],
+    sizes: dict[str, int],
+    tasks_left: int,
+    capacity_budget: float,
+    share_range: tuple[float, float],
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Prune ratios that leave room for the tasks to come (``Config.capacity_rule="budget"``).
+
+    Per layer, the pool is the free weights minus the reserve that no task may take,
+    ``(1 - capacity_budget) * size``. Its equal share for this task and the ``tasks_left - 1`` after
+    it is ``pool / tasks_left``; the task keeps ``u * share`` of its free weights (at most the pool),
+    ``u ~ U[share_range]`` drawn per layer, so a search's candidates differ around the equal share.
+    Returns the fraction of each layer's free weights to prune, as ``sample_prune_ratios`` does.
+    """
+    if tasks_left < 1:
+        raise ValueError(f"tasks_left={tasks_left} must be >= 1")
+    low, high = share_range
+    draws = torch.rand(len(free), generator=generator, dtype=torch.float64)
+    ratios = {}
+    for (name, n_free), u in zip(free.items(), draws):
+        pool = max(n_free - (1.0 - capacity_budget) * sizes[name], 0.0)
+        keep = min(float(low + (high - low) * u) * pool / tasks_left, pool)
+        ratios[name] = 1.0 - keep / n_free if n_free else 1.0
+    return ratios

@@ -97,7 +97,7 @@ RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "per_task": list,
     "timings": dict,
 }
-# And the keys of the owner-map methods (Ada-QPacknet, its float variant, PackNet).
+# And the keys of the owner-map methods (``Config.method``: Ada-QPacknet in all its variants, PackNet).
 OWNERSHIP_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "capacity_used": dict,
     "bit_weighted_capacity": (int, float),
@@ -107,12 +107,13 @@ OWNERSHIP_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "packed_file": str,
     "bits_ledger": dict,
 }
-OWNERSHIP_METHODS = ("ada_qpacknet", "ada_qpacknet_float", "packnet")
+OWNERSHIP_METHODS = ("ada_qpacknet", "packnet")
 
 
 def check_run_schema(run: dict[str, Any]) -> None:
     """Raise ValueError naming every missing or mistyped key of a run's results."""
-    schema = {**RUN_SCHEMA, **(OWNERSHIP_SCHEMA if run.get("method") in OWNERSHIP_METHODS else {})}
+    owner_maps = isinstance(run.get("config"), dict) and run["config"].get("method") in OWNERSHIP_METHODS
+    schema = {**RUN_SCHEMA, **(OWNERSHIP_SCHEMA if owner_maps else {})}
     problems = [f"missing {key!r}" for key in schema if key not in run]
     problems += [
         f"{key!r} is {type(run[key]).__name__}, expected {kind}"

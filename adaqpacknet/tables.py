@@ -36,8 +36,14 @@ T2_CAPTION = (
     "mean ± std over tasks and seeds; size = codes + codebooks of the task's weights in KiB."
 )
 SPARSITY_CAPTION = (
-    "T1b: sparsity-search ablation, Ada-QPacknet with P search candidates per task or one fixed "
-    "prune ratio for every layer and task; columns as in T1."
+    "T1b: sparsity and capacity ablation of Ada-QPacknet, mean ± std over seeds. reference: the paper's "
+    "search, prune ratios ~ U[0.4, 0.7] of the free weights, P candidates (P=2 unless named); fixed: one "
+    "ratio for every layer and task (PackNet's schedule, quantised); budget: every task an equal share of "
+    "the pool left for it and the tasks to come (capacity_rule='budget'), with the capacity budget (share of "
+    "each layer all tasks may own) and quantisation tolerance named when not 100% and 2 pp; no reuse: each "
+    "task trains and infers with its own weights only, not those of earlier tasks. ACC, BWT in %, pp; "
+    "capacity = share of body weights owned; size = the packed file (KiB); x dense = one dense float32 "
+    "network (body and one head) / the packed file."
 )
 T3_CAPTION = (
     "T3: cost per run in seconds, mean ± std over seeds: training (all candidates), the sparsity "
@@ -159,6 +165,14 @@ def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
         runs, ["scenario", "model", "tasks", "method", "epochs", "batch"],
         {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1},
     )
+
+
+def table_sparsity(variants: pd.DataFrame) -> pd.DataFrame:
+    """T1b: ACC, BWT, capacity, mean bits, packed size and compression per scenario and variant."""
+    return mean_std(
+        variants, ["scenario", "model", "tasks", "method", "epochs", "batch"],
+        {"acc": 2, "bwt": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1, "x_dense": 2},
+    ).rename(columns={"method": "variant", "x_dense": "x dense"})
 
 
 def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:

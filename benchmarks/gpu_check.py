@@ -36,7 +36,7 @@ from adaqpacknet.experiments import resolve, verify_packed_run
 from adaqpacknet.results import OWNERSHIP_METHODS, read_json
 
 WORK = resolve("build/gpu-check")
-ZERO_FORGETTING = (*OWNERSHIP_METHODS, "wsn", "independent")
+ZERO_FORGETTING = (*OWNERSHIP_METHODS, "wsn", "independent")  # Config.method
 PAPER_DRY_DATA = resolve("build/paper-dry-data")  # the paper-dry profile's data_root
 TIMING_DATA = WORK / "timing-data"  # fake CIFAR-100 big enough for an epoch worth timing
 
@@ -69,9 +69,9 @@ def check_runs(profile: str, params_root: Path, device: torch.device) -> list[di
         row = {"profile": profile, "scenario": run.config.scenario, "method": run.config.label, "seed": run.config.seed,
                "ran_on": results["environment"]["device"], "bwt": results["bwt"], "packed_check": "n/a"}
         ok = results["environment"]["device"].startswith(device.type)
-        if results["method"] in ZERO_FORGETTING:
+        if results["config"]["method"] in ZERO_FORGETTING:
             ok &= results["bwt"] == 0.0
-        if results["method"] in OWNERSHIP_METHODS:
+        if results["config"]["method"] in OWNERSHIP_METHODS:
             report = verify_packed_run(plan.runs_root / run.id)
             row["packed_check"] = "bit-identical" if report["ok"] else "MISMATCH"
             ok &= report["ok"]

@@ -29,7 +29,7 @@ profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/10_permuted.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "permuted_fashion_mnist"  # permuted_mnist for the paper's protocol
-methods: list = ["ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
+methods: list = ["ada_qpacknet", "ada_qpacknet_float", "ada_qpacknet_budget", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
 model: str = "auto"  # "auto" = the scenario's protocol network

@@ -27,7 +27,7 @@ profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/12_five_datasets.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "five_datasets"  # CIFAR-10, MNIST, SVHN, Fashion-MNIST, notMNIST
-methods: list = ["ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
+methods: list = ["ada_qpacknet", "ada_qpacknet_float", "ada_qpacknet_budget", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.experiments.METHODS
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
 model: str = "auto"  # "auto" = the scenario's protocol network

@@ -66,7 +66,7 @@ if len(class_incremental):
 
 # %%
 if len(variants):
-    ablation = tables.table_t1(variants)
+    ablation = tables.table_sparsity(variants)
     written["sparsity"] = tables.write_table(ablation, out / "t1b_sparsity_search", tables.SPARSITY_CAPTION)
     display(ablation)
 

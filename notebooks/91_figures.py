@@ -42,6 +42,7 @@ figures = {
     "accuracy_vs_size": plots.accuracy_vs_size(runs),
     "storage": plots.storage(runs),
     "task_confusion": plots.task_confusion(notebooks),
+    "capacity_ablation": plots.capacity_ablation(notebooks),
 }
 if len(sweep):
     figures["accuracy_vs_bits"] = plots.accuracy_vs_bits(sweep)
