@@ -7,8 +7,10 @@ What the file holds (format version 1, a safetensors container: no pickle anywhe
   weight the task owns at its bit width and the codebook the codes index (float32 levels);
   a float run (``quantizer="none"``) stores those weights as float32 instead;
 - the architecture (network name, input shape, classes per task, every layer's shape), the config
-  keys that rebuild the data and evaluation (``REBUILD_KEYS``), the format version, the coder, and a SHA-256 of the whole file (computed with the
-  checksum's own 64 hex digits set to "0"), so that any change to any byte is detected.
+  keys that rebuild the data and evaluation (``REBUILD_KEYS``; ``reuse_frozen`` too when a run
+  trained without reuse, whose task t reads task t's weights only), the format version, the coder,
+  and a SHA-256 of the whole file (computed with the checksum's own 64 hex digits set to "0"), so
+  that any change to any byte is detected.
 
 Entropy coding: the owner maps and the codes are entropy-coded onto one stack of constriction's ANS
 coder. Each stream gets an order-0 categorical model from its own symbol counts (stored, 4 bytes
@@ -18,7 +20,8 @@ order-0 entropy, sum_s n_s H(p_s), plus the codebooks.
 
 Loading: ``PackedNetwork.load(path)`` checks the file, decodes every stream once into one dense
 float32 tensor per layer (each weight has one owner, so one tensor holds every task's values), and
-builds task t's network on first use: the weights owned by tasks 1..t and head t, cached.
+builds task t's network on first use: the weights owned by tasks 1..t (or t alone, see above) and
+head t, cached.
 """
 
 from __future__ import annotations

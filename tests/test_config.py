@@ -26,6 +26,13 @@ from adaqpacknet.config import Config
         ({"epochs": True}, "epochs=True has type bool; expected int"),
         ({"population": 0}, "population=0 must be >= 1"),
         ({"val_fraction": 1.5}, "val_fraction=1.5 is outside the valid range (0, 1)"),
+        ({"capacity_rule": "greedy"}, "unknown capacity_rule 'greedy'; valid choices: reference, budget"),
+        ({"capacity_budget": 0.0}, "capacity_budget=0.0 is outside the valid range (0, 1]"),
+        ({"capacity_budget": 1.5}, "capacity_budget=1.5 is outside the valid range (0, 1]"),
+        ({"budget_share_min": 0.0}, "budget_share_min=0.0 must be a finite number > 0"),
+        ({"budget_share_min": 2.0, "budget_share_max": 1.0}, "budget_share_min=2.0 must not exceed budget_share_max=1.0"),
+        ({"capacity_rule": "budget", "method": "wsn"}, "capacity_rule='budget' sets Ada-QPacknet's search; method='wsn'"),
+        ({"reuse_frozen": False, "method": "independent"}, "reuse_frozen=False is an ablation of the owner-map methods"),
     ],
 )
 def test_bad_values_raise_value_error_naming_them(changes, message):
@@ -70,3 +77,17 @@ def test_cli_overrides_are_typed_by_field():
         parse_override("epochs=three")
     with pytest.raises(ValueError, match="unknown config key 'epoch'"):
         parse_override("epoch=3")
+
+
+@pytest.mark.parametrize(
+    "changes, label",
+    [
+        ({}, "ada_qpacknet"),
+        ({"quantizer": "none"}, "ada_qpacknet_float"),
+        ({"capacity_rule": "budget"}, "ada_qpacknet_budget"),
+        ({"capacity_rule": "budget", "reuse_frozen": False, "quantizer": "none"}, "ada_qpacknet_budget_no_reuse_float"),
+        ({"method": "packnet", "quantizer": "none", "population": 1, "reuse_frozen": False}, "packnet_no_reuse"),
+    ],
+)
+def test_labels_name_every_variant_of_the_owner_map_methods(changes, label):
+    assert Config.from_dict(changes).label == label

@@ -40,7 +40,11 @@ def test_default_profile_shares_runs_between_notebooks():
     readers = {r.notebooks for r in plan.runs.values()}
     assert ("10_permuted", "20_ablation_quantization") in readers  # 20 re-quantises 10's float runs
     assert ("11_split", "14_class_incremental") in readers  # 14 infers tasks over 11's sub-networks
-    assert len(plan.notebooks["10_permuted"]) == 13 * 3
+    assert len(plan.notebooks["10_permuted"]) == 14 * 3
+    # 21's reference and budget variants are 10's and 11's ada_qpacknet and ada_qpacknet_budget runs.
+    assert ("10_permuted", "21_ablation_sparsity") in readers and ("11_split", "21_ablation_sparsity") in readers
+    budget = [r for r in plan.runs.values() if r.config.label == "ada_qpacknet_budget" and "10_permuted" in r.notebooks]
+    assert len(budget) == 3 and all("21_ablation_sparsity" in r.notebooks for r in budget)
 
 
 def test_notebook_defaults_come_from_the_executed_notebook():
@@ -142,3 +146,13 @@ def test_make_reproduce_with_gpus_gives_every_job_a_gpu_slot(tmp_path):
     assert "--resources gpu=2 --set-resources train:gpu=1 experiment:gpu=1" in dry.stdout
     wrapped = [line for line in dry.stdout.splitlines() if "-m adaqpacknet.gpu_slots --slots 0,1 --" in line]
     assert len(wrapped) == 2 + 1  # two runs and the experiment notebook; the report needs no GPU
+
+
+def test_a_bad_ablation_variant_is_named_before_any_run():
+    from adaqpacknet.ablations import sparsity_configs
+
+    with pytest.raises(ValueError, match=r"scenario 'permuted_digits', variant 'wide': capacity_budget=2.0 is outside"):
+        sparsity_configs({"permuted_digits": {}}, {"ok": {}, "wide": {"capacity_rule": "budget", "capacity_budget": 2.0}}, [0], {})
+    found = sparsity_configs({"permuted_digits": {}, "split_digits": {"batch_size": 16}}, {"a": {}, "b": {"population": 1}}, [0, 1], {})
+    assert [(name, c.scenario, c.seed) for name, c in found][:3] == [("a", "permuted_digits", 0), ("a", "permuted_digits", 1), ("b", "permuted_digits", 0)]
+    assert all(c.batch_size == 16 for name, c in found if c.scenario == "split_digits")

@@ -244,3 +244,33 @@ def test_a_killed_process_resumes_to_the_same_results(tmp_path):
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     resumed = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert without_timings(resumed) == without_timings(whole)
+
+
+def test_budget_rule_shares_capacity_between_the_tasks_and_keeps_the_reserve():
+    config = small_config(num_tasks=3, capacity_rule="budget", capacity_budget=0.6, budget_share_min=1.0, budget_share_max=1.0)
+    results = AdaQPacknet(config).run()
+    assert results["method"] == "ada_qpacknet_budget" and results["bwt"] == 0.0
+    for task, report in enumerate(results["per_task"]):
+        for layer, owned in report["owned_weights"].items():
+            size = results["weights"]["per_layer"][layer]
+            # u = 1: each task owns 1/3 of the 60% of the layer the sequence may own (to rounding).
+            assert abs(owned - 0.6 * size / 3) <= 2, (task, layer, owned)
+    assert all(share <= 0.6 + 1e-6 for share in results["capacity_used"].values())
+
+
+def test_without_reuse_a_task_neither_trains_nor_infers_with_earlier_weights(tmp_path):
+    from adaqpacknet.experiments import verify_packed_run
+
+    learner = AdaQPacknet(small_config(num_tasks=2, reuse_frozen=False))
+    results = learner.run(tmp_path)
+    assert results["method"] == "ada_qpacknet_no_reuse" and results["bwt"] == 0.0
+    x = learner.scenario.tasks[1].test[0][0].unsqueeze(0)
+    learner.show(1)
+    before = learner.model(x, 1).detach().clone()
+    with torch.no_grad():  # task 1's weights changed: task 2 must not see it
+        for name, layer in prunable_layers(learner.model).items():
+            raw_weight(layer)[owner_maps(learner.model)[name] == 1] += 1.0
+    learner.show(1)
+    assert torch.equal(learner.model(x, 1), before)
+    # The packed file (written by the run, before the change) knows the view: its networks give the run's accuracies and probe logits exactly.
+    assert verify_packed_run(tmp_path)["ok"]

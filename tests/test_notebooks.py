@@ -23,7 +23,7 @@ PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
 EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
 EXPECTED_FIGURES = [
     "accuracy_matrices", "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
-    "accuracy_vs_size", "accuracy_vs_bits", "storage", "task_confusion",
+    "accuracy_vs_size", "accuracy_vs_bits", "storage", "task_confusion", "capacity_ablation",
 ]
 
 

@@ -82,6 +82,24 @@ def test_task_networks_are_cached_and_see_only_earlier_tasks(packed_file):
         network.task_network(3)
 
 
+def test_the_view_rule_is_in_the_file_only_when_it_is_not_the_default(packed_file):
+    # Files of runs with reuse keep the keys they always had; a run without reuse says so, and
+    # its task networks read their own weights only (tests/test_learner.py checks the logits).
+    network = PackedNetwork.load(packed_file)
+    assert "reuse_frozen" not in network.config
+    for name, layer in prunable_layers(network.task_network(1)).items():
+        assert bool((layer.weight[network.owner_maps[name] == 1] != 0).any()), name
+    learner = AdaQPacknet(Config.from_dict({"scenario": "permuted_digits", **SMALL, "num_tasks": 2, "reuse_frozen": False}))
+    for index in range(2):
+        learner.learn_task(index)
+    path = packed_file.parent / "isolated.safetensors"
+    path.write_bytes(learner.pack()[0])
+    isolated = PackedNetwork.load(path)
+    assert isolated.config["reuse_frozen"] is False
+    for name, layer in prunable_layers(isolated.task_network(1)).items():
+        assert not bool((layer.weight[isolated.owner_maps[name] == 1] != 0).any()), name
+
+
 def test_float_run_round_trip(tmp_path):
     learner, files = learn("split_digits", num_tasks=2, quantizer="none")
     network = load_bytes(files[-1][0], tmp_path)
