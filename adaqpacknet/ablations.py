@@ -25,12 +25,13 @@ def sparsity_configs(
     """``(variant, config)`` of every scenario x variant x seed of the sparsity ablation, each config
     validated here: Ada-QPacknet on ``settings``, then the scenario's own changes (its network,
     batch size), then the variant's (``{"capacity_rule": "budget"}``, ``{"population": 4}``, ...)."""
-    if not scenarios or not variants or not seeds:
-        raise ValueError(f"the ablation needs scenarios, variants and seeds (got {len(scenarios)}, {len(variants)}, {len(seeds)})")
+    if not variants or not seeds:
+        raise ValueError(f"the ablation needs variants and seeds (got {len(variants)}, {len(seeds)})")
     found = []
-    for scenario, scenario_changes in scenarios.items():
+    for scenario_settings, _ in experiments.per_scenario(settings, scenarios):
+        scenario = scenario_settings["scenario"]
         for name, changes in variants.items():
-            merged = {**settings, "scenario": scenario, **(scenario_changes or {}), **(changes or {})}
+            merged = {**scenario_settings, **(changes or {})}
             try:
                 configs = experiments.method_configs(["ada_qpacknet"], list(seeds), merged)
             except ValueError as error:

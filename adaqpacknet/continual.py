@@ -193,9 +193,11 @@ class ContinualLearner(ABC):
         return row
 
     @torch.no_grad()
-    def logits(self, x: Tensor, index: int) -> Tensor:
-        """Logits (on the CPU) of task ``index`` (0-based) for the batch ``x``, in eval mode."""
-        self.show(index)
+    def logits(self, x: Tensor, index: int, view_set: bool = False) -> Tensor:
+        """Logits (on the CPU) of task ``index`` (0-based) for the batch ``x``, in eval mode.
+        ``view_set=True`` skips setting the task's view: the previous call set it for this task."""
+        if not view_set:
+            self.show(index)
         self.model.eval()
         return self.model(x.to(self.device), index).cpu()
 

@@ -19,7 +19,7 @@ from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config, parse_override
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
 from .methods import learner_for
 from .packing import PROBES_FILE, PackedNetwork, probe_batch
-from .task_inference import CRITERIA, check_class_incremental, class_incremental_report
+from .task_inference import CRITERIA, check_class_incremental, class_incremental_report, parse_inference
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
 from .training import evaluate
 
@@ -83,6 +83,20 @@ def method_configs(
     return [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
 
 
+def per_scenario(settings: dict[str, Any], scenarios: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], int | None]]:
+    """``(settings, classic_epochs)`` of each scenario of a notebook that runs several: ``settings``
+    with the scenario and the scenario's own Config changes (its network, its batch size); a
+    scenario's ``classic_epochs`` entry sets its classic strategies' epochs (``method_config``)."""
+    if not scenarios:
+        raise ValueError("scenarios={}: give at least one scenario and its Config changes")
+    found = []
+    for scenario, changes in scenarios.items():
+        changes = dict(changes or {})
+        classic_epochs = changes.pop("classic_epochs", None)
+        found.append(({**settings, "scenario": scenario, **changes}, classic_epochs))
+    return found
+
+
 def settings(overrides: list[str] | None = None, **fields: Any) -> dict[str, Any]:
     """Config fields from a notebook's parameters, plus ``"key=value"`` overrides for any other field."""
     return {**fields, **dict(parse_override(o) for o in overrides or [])}
@@ -133,28 +147,31 @@ def load_learner(config: Config, runs_root: str | Path) -> ContinualLearner:
 
 
 def class_incremental_runs(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, criteria: list[str],
+    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, inference: list[str],
     classic_epochs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Class-incremental results (``task_inference.class_incremental_report``) of every (method,
-    seed), one record per criterion; runs are loaded from their folders (trained first if missing).
+    seed), one record per way of inferring the task; runs are loaded from their folders (trained
+    first if missing).
 
-    Sub-network methods infer the task by each of ``criteria``; single-head methods
+    Sub-network methods infer the task by each of ``inference`` (``"entropy"`` per sample,
+    ``"supsup@16"`` once per test batch of 16 samples of one task); single-head methods
     (``<classic>_single_head``) have one record, criterion ``"one_head"``.
     """
-    unknown = [c for c in criteria if c not in CRITERIA]
-    if unknown or not criteria:
-        raise ValueError(f"criteria={criteria!r}: give one or more of {', '.join(CRITERIA)}")
+    if not inference:
+        raise ValueError(f"inference=[]: give one or more of {', '.join(CRITERIA)}, each alone or as <criterion>@<batch size>")
+    for name in inference:
+        parse_inference(name)
     configs = method_configs(methods, seeds, settings, classic_epochs)
     for config in configs:
         check_class_incremental(config.method, config.heads)
     records = []
     for config in configs:
         learner = load_learner(config, runs_root)
-        for criterion, report in class_incremental_report(learner, criteria).items():
+        for name, report in class_incremental_report(learner, inference).items():
             records.append({
                 "method": config.label, "scenario": config.scenario, "model": learner.model_name, "seed": config.seed,
-                "num_tasks": len(learner.per_task), "criterion": criterion, "config": config.to_dict(), **report,
+                "num_tasks": len(learner.per_task), "inference": name, "config": config.to_dict(), **report,
             })
     return records
 

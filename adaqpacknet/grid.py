@@ -105,8 +105,17 @@ def run_settings(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def _methods_over_seeds(p: dict[str, Any]) -> list[Config]:
-    # 10-13 (scenario notebooks) and 14 (class-incremental): every method, every seed.
+    # 10-13 (scenario notebooks): every method, every seed.
     return experiments.method_configs(p["methods"], p["seeds"], run_settings(p), p.get("classic_epochs") or None)
+
+
+def _class_incremental(p: dict[str, Any]) -> list[Config]:
+    # 14: every method, every seed, on each scenario with its own settings.
+    return [
+        config
+        for settings, classic_epochs in experiments.per_scenario(run_settings(p), p["scenarios"])
+        for config in experiments.method_configs(p["methods"], p["seeds"], settings, classic_epochs)
+    ]
 
 
 def _float_runs(p: dict[str, Any]) -> list[Config]:
@@ -126,7 +135,7 @@ PLANNERS: dict[str, Callable[[dict[str, Any]], list[Config]]] = {
     "11_split": _methods_over_seeds,
     "12_five_datasets": _methods_over_seeds,
     "13_tinyimagenet": _methods_over_seeds,
-    "14_class_incremental": _methods_over_seeds,
+    "14_class_incremental": _class_incremental,
     "20_ablation_quantization": _float_runs,
     "21_ablation_sparsity": _sparsity_variants,
 }

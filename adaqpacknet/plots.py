@@ -167,17 +167,18 @@ def _owning(groups: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dic
     return {s: methods for s, methods in groups.items() if any("bit_widths" in runs[0] for runs in methods.values())}
 
 
-def task_confusion(notebooks: Iterable[dict[str, Any]], criterion: str = "entropy", columns: int = 5) -> plt.Figure:
+def task_confusion(notebooks: Iterable[dict[str, Any]], criterion: str = "mahalanobis", columns: int = 5) -> plt.Figure:
     """Inferred vs true task after the last task, rows normalised to percent and averaged over seeds,
     one panel per scenario and method (sub-network methods under ``criterion``, single-head
     methods through the task of their predicted class), ``columns`` panels a row."""
     groups: dict[tuple[str, str], list[np.ndarray]] = {}
     for nb in notebooks:
         for record in nb.get("class_incremental", []):
-            if record["criterion"] in (criterion, "one_head"):
+            if record["inference"] in (criterion, "one_head"):
                 counts = np.array(record["confusion"], dtype=float)
                 percent = 100 * counts / counts.sum(1, keepdims=True).clip(min=1)
-                groups.setdefault((setting(record), record["method"]), []).append(percent)
+                method = record["method"] if record["inference"] == "one_head" else f"{record['method']}, {criterion}"
+                groups.setdefault((setting(record), method), []).append(percent)
     if not groups:
         return _empty("no class-incremental runs")
     cols = min(columns, len(groups))

@@ -61,9 +61,14 @@ T5_CAPTION = (
 T4_CAPTION = (
     "T4: class-incremental results (no task id at test time), mean ± std over seeds. Sub-network methods "
     "run every learned task's sub-network and pick the task by the criterion (entropy: lowest predictive "
-    "entropy; max_softmax: highest maximum probability; with two classes per task the two rank tasks alike); "
-    "classic strategies (_single_head) are trained and tested with one head over all classes seen so far "
-    "(one_head). ACC, BWT and forgetting (%, pp) over the class-incremental accuracy matrix; task id = share "
+    "entropy; max_softmax: highest maximum probability, which ranks tasks as entropy does with two classes "
+    "per task; energy: highest log-sum-exp of the logits; calibrated_entropy: entropy after each head's "
+    "temperature, fitted on its own task's validation split, over log(head width); supsup: SupSup's one-shot "
+    "inference, minus the gradient of the entropy of the outputs superposed with weights 1/k). protocol: per "
+    "sample = test batches mix the seen tasks and each sample's task is inferred alone; batch of B = test "
+    "batches of B samples of one task, the task inferred once per batch (an assumption about the test stream "
+    "that per-sample rows do not make). Classic strategies (_single_head) are trained and tested with one "
+    "head over all classes seen so far (one_head). ACC, BWT and forgetting (%, pp) over the class-incremental accuracy matrix; task id = share "
     "of test samples whose task was inferred right; task given = accuracy with the true task's head on the "
     "same (mixed) test batches, which bounds ACC; passes = forward passes per test sample; ms/batch = time "
     "per test batch of every pass and the choice, on the machine that ran it."
@@ -180,7 +185,11 @@ def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame
     rows = [
         {
             "scenario": record["scenario"], "model": record["model"], "tasks": record["num_tasks"],
-            "method": record["method"], "criterion": record["criterion"], "seed": record["seed"],
+            "method": record["method"], "criterion": record["criterion"],
+            # Which test batches the task was inferred from: each sample alone, or a batch of B
+            # samples of one task (an assumption of the protocol, not of the method).
+            "protocol": "per sample" if record["protocol"] == "per_sample" else f"batch of {record['batch_size']}",
+            "seed": record["seed"],
             "acc": record["acc"], "bwt": record["bwt"], "forgetting": record["forgetting"],
             "task_id": record["task_id_accuracy"],
             "task_given": sum(record["task_given_accuracy_per_task"]) / len(record["task_given_accuracy_per_task"]),
@@ -196,7 +205,7 @@ def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame
 def table_t4(frame: pd.DataFrame) -> pd.DataFrame:
     """T4: class-incremental ACC, task identification, BWT and the cost of task inference."""
     return mean_std(
-        frame, ["scenario", "model", "tasks", "method", "criterion", "passes"],
+        frame, ["scenario", "model", "tasks", "method", "criterion", "protocol", "passes"],
         {"acc": 2, "task_id": 2, "bwt": 2, "forgetting": 2, "task_given": 2, "ms_per_batch": 1},
     )
 

@@ -17,31 +17,39 @@
 # # 14 · Class-incremental evaluation
 #
 # **Claim.** Without the task id at test time, a sub-network method must infer which sub-network to
-# run. Here every learned task's sub-network runs on each test sample and the most confident one
-# wins (lowest predictive entropy, or highest maximum softmax). This notebook measures how often
-# that picks the right task and what class-incremental accuracy follows, next to the classic
-# strategies trained with one head over all classes seen so far: table T4 and the confusion figure.
+# run. Every learned task's sub-network runs on the test input and the task that claims it most
+# strongly wins: by predictive entropy, entropy after per-head temperature calibration, the
+# Mahalanobis distance of the sub-network's features to its classes (both calibrated on each task's
+# own validation split), SupSup's one-shot gradient of the entropy of the superposed outputs, or,
+# for a batch, the mutual information of its predictions (infomax). Per sample, each test sample's
+# task is inferred alone, in test batches that mix the tasks (so batch statistics cannot reveal the
+# task); per batch (`"entropy@16"`), a test batch of 16 samples of one task is assumed to share its
+# task, the protocol of several mask papers. This notebook measures how often each picks the right task and what class-incremental
+# accuracy follows, next to the classic strategies trained with one head over all classes seen so
+# far: table T4 and the confusion figure. On permuted tasks every (task, class) pair is a class.
 #
-# The sub-network runs are those of notebook 11 (same settings, same run folders): nothing is
-# trained twice. Test batches mix the seen tasks, so batch statistics cannot reveal the task.
+# The sub-network runs are those of notebooks 10 and 11 (same settings, same run folders): nothing
+# is trained twice.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/14_class_incremental.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
-scenario: str = "split_fashion_mnist"  # split_cifar100 for the paper's protocol
+# scenario -> its own Config changes (and "classic_epochs"); they must equal notebooks 10 and 11's
+# settings to share their runs. split_cifar100 for the paper's protocol.
+scenarios: dict = {
+    "split_fashion_mnist": {"model": "mlp", "batch_size": 64},
+    "permuted_fashion_mnist": {"batch_size": 256, "classic_epochs": 1},
+}
 # Sub-network methods infer the task; <classic>_single_head trains one head over all classes.
 methods: list = ["ada_qpacknet", "packnet", "wsn", "naive_single_head", "ewc_single_head", "si_single_head", "lwf_single_head", "replay_single_head", "gem_single_head", "agem_single_head"]  # adaqpacknet.experiments.METHODS
-criteria: list = ["entropy", "max_softmax"]  # adaqpacknet.task_inference.CRITERIA
+# adaqpacknet.task_inference.CRITERIA, each per sample, or "<criterion>@<B>": once per test batch of B samples of one task
+inference: list = ["entropy", "calibrated_entropy", "supsup", "mahalanobis", "entropy@16", "infomax@16", "mahalanobis@16"]
 seeds: list = [0, 1, 2]
-# The settings below must equal notebook 11's to share its runs.
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
-model: str = "auto"  # "auto" = the scenario's protocol network
 epochs: int = 2  # training epochs of the free weights, per candidate
 finetune_epochs: int = 1  # retraining epochs after pruning
-batch_size: int = 64
 population: int = 2  # sparsity-search candidates
-classic_epochs: int = 0  # epochs of the classic strategies (naive ... agem); 0 = epochs
 data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
 
@@ -49,13 +57,17 @@ overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=
 from adaqpacknet import experiments, plots, tables
 
 settings = experiments.settings(
-    overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
-    batch_size=batch_size, population=population, data_root=data_root, progress=progress,
+    overrides, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs, population=population,
+    data_root=data_root, progress=progress,
 )
-records = experiments.class_incremental_runs(methods, seeds, settings, f"runs/{profile}", criteria, classic_epochs or None)
+records = [
+    record
+    for scenario_settings, classic_epochs in experiments.per_scenario(settings, scenarios)
+    for record in experiments.class_incremental_runs(methods, seeds, scenario_settings, f"runs/{profile}", inference, classic_epochs)
+]
 notebook = experiments.notebook_results(
     "14_class_incremental", profile,
-    {"methods": methods, "criteria": criteria, "seeds": seeds, "settings": settings, "classic_epochs": classic_epochs or None},
+    {"scenarios": scenarios, "methods": methods, "inference": inference, "seeds": seeds, "settings": settings},
     class_incremental=records,
 )
 tables.table_t4(tables.class_incremental_frame([notebook]))
