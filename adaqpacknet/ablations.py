@@ -28,7 +28,7 @@ def sparsity_configs(
     if not variants or not seeds:
         raise ValueError(f"the ablation needs variants and seeds (got {len(variants)}, {len(seeds)})")
     found = []
-    for scenario_settings, _ in experiments.per_scenario(settings, scenarios):
+    for scenario_settings, _, _ in experiments.per_scenario(settings, scenarios):
         scenario = scenario_settings["scenario"]
         for name, changes in variants.items():
             merged = {**scenario_settings, **(changes or {})}

@@ -83,17 +83,21 @@ def method_configs(
     return [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
 
 
-def per_scenario(settings: dict[str, Any], scenarios: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], int | None]]:
-    """``(settings, classic_epochs)`` of each scenario of a notebook that runs several: ``settings``
-    with the scenario and the scenario's own Config changes (its network, its batch size); a
-    scenario's ``classic_epochs`` entry sets its classic strategies' epochs (``method_config``)."""
+def per_scenario(
+    settings: dict[str, Any], scenarios: dict[str, dict[str, Any]], methods: list[str] | None = None
+) -> list[tuple[dict[str, Any], int | None, list[str] | None]]:
+    """``(settings, classic_epochs, methods)`` of each scenario of a notebook that runs several:
+    ``settings`` with the scenario and the scenario's own Config changes (its network, its batch
+    size); a scenario's ``classic_epochs`` entry sets its classic strategies' epochs
+    (``method_config``), and its ``methods`` entry replaces ``methods`` for that scenario."""
     if not scenarios:
         raise ValueError("scenarios={}: give at least one scenario and its Config changes")
     found = []
     for scenario, changes in scenarios.items():
         changes = dict(changes or {})
         classic_epochs = changes.pop("classic_epochs", None)
-        found.append(({**settings, "scenario": scenario, **changes}, classic_epochs))
+        own_methods = changes.pop("methods", methods)
+        found.append(({**settings, "scenario": scenario, **changes}, classic_epochs, own_methods))
     return found
 
 

@@ -113,8 +113,8 @@ def _class_incremental(p: dict[str, Any]) -> list[Config]:
     # 14: every method, every seed, on each scenario with its own settings.
     return [
         config
-        for settings, classic_epochs in experiments.per_scenario(run_settings(p), p["scenarios"])
-        for config in experiments.method_configs(p["methods"], p["seeds"], settings, classic_epochs)
+        for settings, classic_epochs, methods in experiments.per_scenario(run_settings(p), p["scenarios"], p["methods"])
+        for config in experiments.method_configs(methods, p["seeds"], settings, classic_epochs)
     ]
 
 

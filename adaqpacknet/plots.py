@@ -69,11 +69,12 @@ MARKERS = "osD^v<>PX*hp"
 
 
 def _method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """One colour and marker per method, the same in every panel: 13 methods need more than the
-    10 colours of the default palette, so markers tell apart methods that share a colour."""
+    """One colour and marker per method, the same in every panel: seaborn's colour-blind-safe
+    palette has 10 colours, so past the tenth method the colours repeat and the markers (all
+    different) tell the methods apart."""
     names = list(dict.fromkeys(methods))
-    colours = sns.color_palette("tab20", max(len(names), 1))
-    return {name: {"color": colours[i], "marker": MARKERS[i % len(MARKERS)]} for i, name in enumerate(names)}
+    colours = sns.color_palette("colorblind", 10)
+    return {name: {"color": colours[i % 10], "marker": MARKERS[i % len(MARKERS)]} for i, name in enumerate(names)}
 
 
 def _legend_right(fig: plt.Figure, axes) -> None:
@@ -105,35 +106,36 @@ def _mean_matrix(runs: list[dict[str, Any]]) -> np.ndarray:
     return np.nanmean(full, axis=0) if len(runs) else full[0]
 
 
-def accuracy_matrices(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
-    """Heatmaps of R[i, j] (mean over seeds), one per scenario and method (joint training has no
-    task sequence: it is left out)."""
+def accuracy_matrices(notebooks: Iterable[dict[str, Any]], columns: int = 4) -> dict[str, plt.Figure]:
+    """One page-width figure per setting (``"<scenario>_<model>_<T>tasks"``): heatmaps of R[i, j], the mean
+    over seeds, one per method, ``columns`` a row, one colour bar (joint training has no task
+    sequence: it is left out)."""
     groups = _grouped([run for run in _runs(notebooks) if run["bwt"] is not None])
-    if not groups:
-        return _empty("no sequential runs")
-    rows = len(groups)
-    cols = max(len(m) for m in groups.values())
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
-    for r, (scenario, methods) in enumerate(groups.items()):
-        for c in range(cols):
-            ax = axes[r][c]
-            if c >= len(methods):
-                ax.axis("off")
-                continue
-            method, runs = list(methods.items())[c]
+    figures = {}
+    for name, methods in groups.items():
+        first = next(iter(methods.values()))[0]
+        T = first["num_tasks"]
+        cols = min(columns, len(methods))
+        rows = -(-len(methods) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(7.0, 1.75 * rows + 0.4), squeeze=False)
+        for ax in axes.flat[len(methods):]:
+            ax.axis("off")
+        for ax, (method, runs) in zip(axes.flat, methods.items()):
             matrix = _mean_matrix(runs)
-            T = matrix.shape[0]
             sns.heatmap(
-                matrix, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=T <= 10, fmt=".0f",
-                annot_kws={"size": 6}, cbar=c == len(methods) - 1, mask=np.isnan(matrix),
-                xticklabels=range(1, T + 1), yticklabels=range(1, T + 1),
+                matrix, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=T <= 10, fmt=".0f", annot_kws={"size": 5.5},
+                cbar=False, mask=np.isnan(matrix), xticklabels=range(1, T + 1), yticklabels=range(1, T + 1), square=True,
             )
             ax.grid(False)
-            ax.set_title(f"{scenario}\n{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-            ax.set_xlabel("evaluated task j")
-            ax.set_ylabel("after training task i")
-    fig.tight_layout()
-    return fig
+            ax.tick_params(labelsize=6, length=0)
+            ax.set_title(f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fontsize=7)
+            ax.set_xlabel("evaluated task j" if ax in axes[-1] else "", fontsize=7)
+            ax.set_ylabel("after task i" if ax in axes[:, 0] else "", fontsize=7)
+        fig.suptitle(f"Accuracy matrices R[i, j] (%): {name}", fontsize=9)
+        fig.tight_layout()
+        fig.colorbar(axes.flat[0].collections[0], ax=axes.ravel().tolist(), shrink=0.6, label="test accuracy (%)")
+        figures[f"{first['scenario']}_{first['model']}_{T}tasks"] = fig
+    return figures
 
 
 def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
@@ -202,16 +204,17 @@ def task_confusion(notebooks: Iterable[dict[str, Any]], criterion: str = "mahala
 
 
 def capacity_by_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
-    """Per layer, after each task, the share of weights owned by each task (stacked), lowest seed."""
+    """Per layer, after each task, the share of weights owned by each task (stacked), lowest seed:
+    one row per scenario, one column per layer; task k has the same colour in every panel."""
     groups = _owning(_grouped(_runs(notebooks)))
     if not groups:
         return _empty("no owner-map runs")
     runs = [_first_run(methods) for methods in groups.values()]
     cols = max(len(run["weights"]["per_layer"]) for run in runs)
-    fig, axes = plt.subplots(len(runs), cols, figsize=(2.6 * cols, 2.5 * len(runs)), squeeze=False, sharey=True)
+    palette = sns.color_palette("viridis", max(run["num_tasks"] for run in runs))
+    fig, axes = plt.subplots(len(runs), cols, figsize=(min(7.0, 2.4 * cols + 1.2), 2.1 * len(runs)), squeeze=False, sharey=True)
     for r, run in enumerate(runs):
         T = run["num_tasks"]
-        palette = sns.color_palette("viridis", T)
         layers = run["weights"]["per_layer"]
         for c in range(cols):
             ax = axes[r][c]
@@ -224,45 +227,52 @@ def capacity_by_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
                 share = np.array([0.0] * k + [100 * task["owned_weights"][layer] / size] * (T - k))
                 ax.bar(np.arange(1, T + 1), share, bottom=bottom, color=palette[k], width=0.85, label=f"task {k + 1}")
                 bottom += share
-            ax.set_title(f"{setting(run)}\n{layer}")
+            ax.set_title(layer if r == 0 else None)
             ax.set_xticks(np.arange(1, T + 1))
             ax.set_xlabel("after task")
             ax.set_ylim(0, 100)
-        axes[r][0].set_ylabel("weights owned (%)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="owner")
+        axes[r][0].set_ylabel(f"{run['scenario']}\n{run['method']}, seed {run['seed']}\nweights owned (%)")
     fig.tight_layout()
+    longest = max(runs, key=lambda run: run["num_tasks"])
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in range(longest["num_tasks"])]
+    fig.legend(handles, [f"task {k + 1}" for k in range(longest["num_tasks"])], loc="center left", bbox_to_anchor=(1.0, 0.5), title="owner", frameon=False)
     return fig
 
 
 def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
-    """Per scenario: the bit width chosen per task (mean ± std over seeds) and the per-layer ratios."""
+    """Per scenario: the bit width each Ada-QPacknet row chose per task (mean ± std over seeds) and
+    the per-layer prune ratios of its lowest seed; one colour per row in every panel."""
     groups = _owning(_grouped(_runs(notebooks)))
     if not groups:
         return _empty("no owner-map runs")
-    fig, axes = plt.subplots(len(groups), 2, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
+    quantised = {m for methods in groups.values() for m, runs in methods.items() if runs[0]["config"]["quantizer"] != "none"}
+    styles = _method_styles(sorted(quantised))
+    fig, axes = plt.subplots(len(groups), 2, figsize=(7.0, 2.2 * len(groups)), squeeze=False)
     for (ax_bits, ax_ratio), (scenario, methods) in zip(axes, groups.items()):
-        runs = methods.get("ada_qpacknet", [])
-        if runs:
+        for method, runs in methods.items():
+            if method not in quantised:
+                continue
             # A per-layer allocation shows as the task's mean width over its layers.
             bits = np.array([[np.mean(list(t["bits"].values())) if isinstance(t["bits"], dict) else t["bits"] for t in run["per_task"]] for run in runs])
             tasks = np.arange(1, bits.shape[1] + 1)
-            ax_bits.errorbar(tasks, bits.mean(0), yerr=bits.std(0), marker="o", ms=3, capsize=2)
-        ax_bits.set_title(f"{scenario}: bit width per task")
-        ax_bits.set_xlabel("task")
-        ax_bits.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax_bits.errorbar(tasks, bits.mean(0), yerr=bits.std(0), ms=3, capsize=2, label=method, **styles[method])
+            run = min(runs, key=lambda r: r["seed"])
+            for layer, linestyle in zip(run["per_task"][0]["prune_ratios"], ("-", "--", ":", "-.")):
+                ratios = [t["prune_ratios"][layer] for t in run["per_task"]]
+                ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, linestyle=linestyle, ms=3, label=f"{method}, {layer}", **styles[method])
+        max_bits = max(r["config"]["max_bits"] for runs in methods.values() for r in runs)
+        ax_bits.set_ylim(0, max_bits + 0.5)  # a constant width must not get a zoomed-in axis
+        ax_bits.set_ylabel(f"{scenario.split(' (')[0]}\nbits per weight")
+        ax_ratio.set_ylim(0, 1)
+        ax_ratio.set_ylabel("pruned share\nof free weights")
+        for ax in (ax_bits, ax_ratio):
+            ax.set_xlabel("task")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_bits.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_bits.set_ylabel("bits")
-        run = _first_run(methods)
-        for layer in run["per_task"][0]["prune_ratios"]:
-            ratios = [t["prune_ratios"][layer] for t in run["per_task"]]
-            ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, marker="o", ms=3, label=layer)
-        ax_ratio.set_title(f"{scenario}: prune ratio per layer (seed {run['seed']})")
-        ax_ratio.set_xlabel("task")
-        ax_ratio.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax_ratio.set_ylabel("pruned share of free weights")
-        ax_ratio.legend(ncol=2)
+    axes[0][0].set_title("bit width per task (mean ± std over seeds)")
+    axes[0][1].set_title("prune ratio per layer (lowest seed)")
     fig.tight_layout()
+    _legend_right(fig, axes[:, 1])
     return fig
 
 

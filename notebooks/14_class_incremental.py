@@ -35,8 +35,8 @@
 profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/14_class_incremental.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
-# scenario -> its own Config changes (and "classic_epochs"); they must equal notebooks 10 and 11's
-# settings to share their runs. split_cifar100 for the paper's protocol.
+# scenario -> its own Config changes (and "classic_epochs", "methods" of its own); they must equal
+# notebooks 10 and 11's settings to share their runs. split_cifar100 for the paper's protocol.
 scenarios: dict = {
     "split_fashion_mnist": {"model": "mlp", "batch_size": 64},
     "permuted_fashion_mnist": {"batch_size": 256, "classic_epochs": 1},
@@ -62,8 +62,8 @@ settings = experiments.settings(
 )
 records = [
     record
-    for scenario_settings, classic_epochs in experiments.per_scenario(settings, scenarios)
-    for record in experiments.class_incremental_runs(methods, seeds, scenario_settings, f"runs/{profile}", inference, classic_epochs)
+    for scenario_settings, classic_epochs, scenario_methods in experiments.per_scenario(settings, scenarios, methods)
+    for record in experiments.class_incremental_runs(scenario_methods, seeds, scenario_settings, f"runs/{profile}", inference, classic_epochs)
 ]
 notebook = experiments.notebook_results(
     "14_class_incremental", profile,

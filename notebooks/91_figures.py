@@ -35,7 +35,7 @@ out = experiments.resolve(f"figures/{profile}")
 sweep = tables.sweep_frame(notebooks)
 runs = tables.runs_frame(notebooks)
 figures = {
-    "accuracy_matrices": plots.accuracy_matrices(notebooks),
+    **{f"accuracy_matrices_{name}": fig for name, fig in plots.accuracy_matrices(notebooks).items()},
     "final_accuracy_per_task": plots.final_accuracy_per_task(notebooks),
     "capacity_by_task": plots.capacity_by_task(notebooks),
     "bits_and_prune_ratios": plots.bits_and_prune_ratios(notebooks),

@@ -22,7 +22,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
 EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
 EXPECTED_FIGURES = [
-    "accuracy_matrices", "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
+    # one accuracy-matrix figure per setting of the smoke profile (scenario_model)
+    "accuracy_matrices_permuted_digits_mlp_3tasks", "accuracy_matrices_split_digits_small_conv_3tasks",
+    "accuracy_matrices_split_digits_small_conv_2tasks", "accuracy_matrices_split_digits_tinyimagenet_conv_2tasks",
+    "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
     "accuracy_vs_size", "accuracy_vs_bits", "storage", "task_confusion", "capacity_ablation",
 ]
 
