@@ -23,7 +23,7 @@ from .task_inference import CRITERIA, check_class_incremental, class_incremental
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
 from .training import evaluate
 
-NOTEBOOK_SCHEMA_VERSION = 1
+NOTEBOOK_SCHEMA_VERSION = 2  # 2: class-incremental records name their inference, protocol and batch size
 
 # Each method is a set of Config changes on top of a notebook's settings.
 METHODS: dict[str, dict[str, Any]] = {

@@ -6,6 +6,7 @@ directory, which differs between Jupyter, papermill and the command line).
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -227,7 +228,7 @@ def capacity_by_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
                 share = np.array([0.0] * k + [100 * task["owned_weights"][layer] / size] * (T - k))
                 ax.bar(np.arange(1, T + 1), share, bottom=bottom, color=palette[k], width=0.85, label=f"task {k + 1}")
                 bottom += share
-            ax.set_title(layer if r == 0 else None)
+            ax.set_title(layer)
             ax.set_xticks(np.arange(1, T + 1))
             ax.set_xlabel("after task")
             ax.set_ylim(0, 100)
@@ -245,7 +246,11 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
     groups = _owning(_grouped(_runs(notebooks)))
     if not groups:
         return _empty("no owner-map runs")
-    quantised = {m for methods in groups.values() for m, runs in methods.items() if runs[0]["config"]["quantizer"] != "none"}
+    # The Ada-QPacknet rows that quantise: the only ones with bit widths and searched prune ratios.
+    quantised = {
+        m for methods in groups.values() for m, runs in methods.items()
+        if runs[0]["config"]["method"] == "ada_qpacknet" and runs[0]["config"]["quantizer"] != "none"
+    }
     styles = _method_styles(sorted(quantised))
     fig, axes = plt.subplots(len(groups), 2, figsize=(7.0, 2.2 * len(groups)), squeeze=False)
     for (ax_bits, ax_ratio), (scenario, methods) in zip(axes, groups.items()):
@@ -257,7 +262,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
             tasks = np.arange(1, bits.shape[1] + 1)
             ax_bits.errorbar(tasks, bits.mean(0), yerr=bits.std(0), ms=3, capsize=2, label=method, **styles[method])
             run = min(runs, key=lambda r: r["seed"])
-            for layer, linestyle in zip(run["per_task"][0]["prune_ratios"], ("-", "--", ":", "-.")):
+            for layer, linestyle in zip(run["per_task"][0]["prune_ratios"], itertools.cycle(("-", "--", ":", "-."))):
                 ratios = [t["prune_ratios"][layer] for t in run["per_task"]]
                 ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, linestyle=linestyle, ms=3, label=f"{method}, {layer}", **styles[method])
         max_bits = max(r["config"]["max_bits"] for runs in methods.values() for r in runs)
@@ -311,7 +316,7 @@ def capacity_ablation(notebooks: Iterable[dict[str, Any]], per_task: tuple[str, 
         groups.setdefault(setting(run), {}).setdefault(run["variant"], []).append(run)
     variants = list(dict.fromkeys(run["variant"] for run in runs))
     colours = dict(zip(variants, sns.color_palette("colorblind", len(variants))))
-    markers = dict(zip(variants, MARKERS))
+    markers = dict(zip(variants, itertools.cycle(MARKERS)))
     fig, axes = plt.subplots(len(groups), 3, figsize=(7.0, 2.4 * len(groups)), squeeze=False)
     for (ax_size, ax_task, ax_cap), (name, by_variant) in zip(axes, groups.items()):
         for variant, group in by_variant.items():

@@ -53,7 +53,7 @@ def budget_prune_ratios(
     draws = torch.rand(len(free), generator=generator, dtype=torch.float64)
     ratios = {}
     for (name, n_free), u in zip(free.items(), draws):
-        pool = max(n_free - (1.0 - capacity_budget) * sizes[name], 0.0)
+        pool = min(max(n_free - (1.0 - capacity_budget) * sizes[name], 0.0), n_free)
         keep = min(float(low + (high - low) * u) * pool / tasks_left, pool)
         ratios[name] = 1.0 - keep / n_free if n_free else 1.0
     return ratios

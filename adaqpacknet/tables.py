@@ -60,18 +60,21 @@ T5_CAPTION = (
 
 T4_CAPTION = (
     "T4: class-incremental results (no task id at test time), mean ± std over seeds. Sub-network methods "
-    "run every learned task's sub-network and pick the task by the criterion (entropy: lowest predictive "
-    "entropy; max_softmax: highest maximum probability, which ranks tasks as entropy does with two classes "
-    "per task; energy: highest log-sum-exp of the logits; calibrated_entropy: entropy after each head's "
-    "temperature, fitted on its own task's validation split, over log(head width); supsup: SupSup's one-shot "
-    "inference, minus the gradient of the entropy of the outputs superposed with weights 1/k). protocol: per "
-    "sample = test batches mix the seen tasks and each sample's task is inferred alone; batch of B = test "
-    "batches of B samples of one task, the task inferred once per batch (an assumption about the test stream "
-    "that per-sample rows do not make). Classic strategies (_single_head) are trained and tested with one "
-    "head over all classes seen so far (one_head). ACC, BWT and forgetting (%, pp) over the class-incremental accuracy matrix; task id = share "
-    "of test samples whose task was inferred right; task given = accuracy with the true task's head on the "
-    "same (mixed) test batches, which bounds ACC; passes = forward passes per test sample; ms/batch = time "
-    "per test batch of every pass and the choice, on the machine that ran it."
+    "run every learned task's sub-network and pick the task by the criterion. entropy: lowest predictive "
+    "entropy; max_softmax: highest maximum probability; energy: highest log-sum-exp of the logits; "
+    "calibrated_entropy: entropy after each head's temperature (>= 1, fitted on its own task's validation "
+    "split), over log(head width); mahalanobis: smallest Mahalanobis distance of the sub-network's features "
+    "to one of its classes (means and pooled covariance from its own validation split); supsup: SupSup's "
+    "one-shot inference, minus the gradient of the entropy of the outputs superposed with weights 1/k; "
+    "infomax (batches only): highest mutual information of a head's predictions over the batch. protocol: "
+    "per sample = test batches mix the seen tasks and each sample's task is inferred alone; batch of B = "
+    "test batches of B samples of one task, the task inferred once per batch (an assumption about the test "
+    "stream that per-sample rows do not make). Classic strategies (_single_head) are trained and tested "
+    "with one head over all classes seen so far (one_head). ACC, BWT and forgetting (%, pp) over the "
+    "class-incremental accuracy matrix; task id = share of test samples whose task was inferred right; task "
+    "given = accuracy with the true task's head on the same test batches, which bounds ACC; passes = "
+    "forward passes per test sample; ms/batch = time of every sub-network's pass per test batch of the "
+    "protocol (not the scoring), on the machine that ran it."
 )
 
 

@@ -48,8 +48,10 @@ BATCH_ONLY = ("infomax",)
 FROZEN_SUBNETWORK_METHODS = ("ada_qpacknet", "packnet", "wsn", "independent")
 ONE_HEAD = "one_head"  # the "criterion" of a single-head network: its argmax over seen classes
 PER_SAMPLE, PER_BATCH = "per_sample", "per_batch"
-# Temperatures tried when a head is calibrated on its task's validation split (log-spaced).
-TEMPERATURES = torch.logspace(-2, 2, 161, dtype=torch.float64)
+# Temperatures tried when a head is calibrated on its task's validation split (log-spaced, >= 1):
+# a head that classifies its own validation split perfectly would otherwise be sharpened without
+# bound (its likelihood keeps rising as T -> 0) and then claim every sample of every task.
+TEMPERATURES = torch.logspace(0, 2, 81, dtype=torch.float64)
 
 
 def parse_inference(name: str) -> tuple[str, int | None]:
@@ -62,8 +64,8 @@ def parse_inference(name: str) -> tuple[str, int | None]:
         if criterion in BATCH_ONLY:
             raise ValueError(f"inference {name!r}: {criterion} scores a batch of one task's samples; use {criterion}@<batch size>")
         return criterion, None
-    if not size.isdigit() or int(size) < 1:
-        raise ValueError(f"inference {name!r}: the batch size after '@' must be a whole number >= 1")
+    if not size.isdigit() or int(size) < 2:
+        raise ValueError(f"inference {name!r}: the batch size after '@' must be a whole number >= 2 (a batch of one is per sample)")
     return criterion, int(size)
 
 
@@ -208,7 +210,12 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
 
 
 def class_gaussian(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Class means (C, d) and the pseudo-inverse of the tied (pooled within-class) covariance."""
+    """Class means (C, d) and the pseudo-inverse of the tied (pooled within-class) covariance.
+
+    With fewer validation samples than feature dimensions (a conv net's wide features) the
+    covariance is singular and directions outside the validation span count as zero distance; on
+    batch-statistics BatchNorm networks the validation features come from single-task batches of
+    ``eval_batch_size``, not from the protocol's batches."""
     features = features.double()
     means = torch.stack([features[labels == c].mean(0) for c in range(int(labels.max()) + 1)])
     centred = features - means[labels]
@@ -267,8 +274,9 @@ def mixed_test_set(scenario: Scenario, seen: int, seed: int) -> tuple[Tensor, Te
 
 def single_task_batches(scenario: Scenario, seen: int, seed: int, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The per-batch protocol's test set: each of the first ``seen`` tasks' test samples in a seeded
-    order, cut into batches of ``size`` samples of that task alone (its last one smaller):
-    (inputs, task, label, batch id)."""
+    order, cut into batches of ``size`` samples of that task alone (its last one smaller; a last
+    single sample joins the batch before it, since batch-statistics BatchNorm cannot normalise one
+    sample): (inputs, task, label, batch id)."""
     inputs, tasks, labels, groups, first = [], [], [], [], 0
     for index, task in enumerate(scenario.tasks[:seen]):
         order = torch.randperm(len(task.test), generator=torch.Generator().manual_seed(seed * 1000 + index))
@@ -276,7 +284,10 @@ def single_task_batches(scenario: Scenario, seen: int, seed: int, size: int) -> 
         inputs.append(x)
         labels.append(y)
         tasks.append(torch.full_like(y, index))
-        groups.append(first + torch.arange(len(y)) // size)
+        ids = torch.arange(len(y)) // size
+        if len(y) > size and len(y) % size == 1:
+            ids[-1] -= 1
+        groups.append(first + ids)
         first = int(groups[-1][-1]) + 1
     return torch.cat(inputs), torch.cat(tasks), torch.cat(labels), torch.cat(groups)
 
@@ -348,7 +359,8 @@ def test_outputs(learner: ContinualLearner, seen: int, batch: int | None = None,
         logits, found = map(list, zip(*(_outputs(learner, batches, t) for t in range(seen))))
     else:
         logits, found = [_logits(learner, batches, t) for t in range(seen)], None
-    seconds = (time.perf_counter() - started) / len(batches)
+    # Per protocol batch: per batch of B samples of one task even where they ran in larger batches.
+    seconds = (time.perf_counter() - started) / (len(batches) if groups is None else int(groups.max()) + 1)
     return TestOutputs(seen, true_task, label, groups, logits, found, seconds, PER_SAMPLE if batch is None else PER_BATCH, size)
 
 

@@ -52,7 +52,7 @@ def test_calibrated_entropy_divides_by_each_heads_temperature():
 def test_fit_temperature_at_the_ends_of_its_grid():
     logits = torch.tensor([[3.0, -3.0], [-3.0, 3.0]] * 50)
     right = torch.tensor([0, 1] * 50)
-    assert fit_temperature(logits, right) == pytest.approx(0.01)  # always right: as sharp as allowed
+    assert fit_temperature(logits, right) == pytest.approx(1.0)  # always right: never sharpened (T >= 1)
     assert fit_temperature(logits, 1 - right) == pytest.approx(100.0)  # always wrong: as flat as allowed
 
 
@@ -98,7 +98,7 @@ def test_infomax_picks_the_head_that_spreads_a_batch_over_its_classes():
 def test_inference_names():
     assert parse_inference("entropy") == ("entropy", None)
     assert parse_inference("supsup@16") == ("supsup", 16)
-    for bad, message in [("margin", "unknown criterion 'margin'"), ("entropy@0", "whole number >= 1"), ("infomax", "use infomax@<batch size>")]:
+    for bad, message in [("margin", "unknown criterion 'margin'"), ("entropy@1", "whole number >= 2"), ("infomax", "use infomax@<batch size>")]:
         with pytest.raises(ValueError, match=message):
             parse_inference(bad)
 
@@ -107,6 +107,9 @@ def test_single_task_batches_hold_one_task_each_and_cover_the_test_set():
     scenario = _separable_scenario(samples=37)
     x, task, label, groups = single_task_batches(scenario, 2, 0, 16)
     assert len(task) == 74 and torch.bincount(groups).tolist() == [16, 16, 5, 16, 16, 5]
+    # A last batch of one sample joins the one before it (BatchNorm cannot normalise one sample).
+    joined = single_task_batches(_separable_scenario(samples=33), 1, 0, 16)[3]
+    assert torch.bincount(joined).tolist() == [16, 17]
     for g in groups.unique():
         assert len(task[groups == g].unique()) == 1
 
