@@ -129,10 +129,11 @@ def accuracy_matrices(notebooks: Iterable[dict[str, Any]], columns: int = 4) -> 
             )
             ax.grid(False)
             ax.tick_params(labelsize=6, length=0)
-            ax.set_title(f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fontsize=7)
+            ax.set_title(method, fontsize=6.5)
             ax.set_xlabel("evaluated task j" if ax in axes[-1] else "", fontsize=7)
             ax.set_ylabel("after task i" if ax in axes[:, 0] else "", fontsize=7)
-        fig.suptitle(f"Accuracy matrices R[i, j] (%): {name}", fontsize=9)
+        seeds = sorted({len(runs) for runs in methods.values()})
+        fig.suptitle(f"Accuracy matrices R[i, j] (%), mean over {'/'.join(map(str, seeds))} seeds: {name}", fontsize=9)
         fig.tight_layout()
         fig.colorbar(axes.flat[0].collections[0], ax=axes.ravel().tolist(), shrink=0.6, label="test accuracy (%)")
         figures[f"{first['scenario']}_{first['model']}_{T}tasks"] = fig
@@ -252,6 +253,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
         if runs[0]["config"]["method"] == "ada_qpacknet" and runs[0]["config"]["quantizer"] != "none"
     }
     styles = _method_styles(sorted(quantised))
+    groups = {name: methods for name, methods in groups.items() if quantised & set(methods)}
     fig, axes = plt.subplots(len(groups), 2, figsize=(7.0, 2.2 * len(groups)), squeeze=False)
     for (ax_bits, ax_ratio), (scenario, methods) in zip(axes, groups.items()):
         for method, runs in methods.items():
@@ -267,7 +269,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
                 ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, linestyle=linestyle, ms=3, label=f"{method}, {layer}", **styles[method])
         max_bits = max(r["config"]["max_bits"] for runs in methods.values() for r in runs)
         ax_bits.set_ylim(0, max_bits + 0.5)  # a constant width must not get a zoomed-in axis
-        ax_bits.set_ylabel(f"{scenario.split(' (')[0]}\nbits per weight")
+        ax_bits.set_ylabel(f"{scenario.replace(' (', chr(10) + '(')}\nbits per weight", fontsize=7)
         ax_ratio.set_ylim(0, 1)
         ax_ratio.set_ylabel("pruned share\nof free weights")
         for ax in (ax_bits, ax_ratio):

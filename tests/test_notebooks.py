@@ -23,7 +23,8 @@ PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
 EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
 EXPECTED_FIGURES = [
     # one accuracy-matrix figure per setting of the smoke profile (scenario_model)
-    "accuracy_matrices_permuted_digits_mlp_3tasks", "accuracy_matrices_split_digits_small_conv_3tasks",
+    "accuracy_matrices_permuted_digits_mlp_3tasks", "accuracy_matrices_permuted_digits_mlp_2tasks",
+    "accuracy_matrices_split_digits_small_conv_3tasks",
     "accuracy_matrices_split_digits_small_conv_2tasks", "accuracy_matrices_split_digits_tinyimagenet_conv_2tasks",
     "final_accuracy_per_task", "capacity_by_task", "bits_and_prune_ratios",
     "accuracy_vs_size", "accuracy_vs_bits", "storage", "task_confusion", "capacity_ablation",
@@ -121,7 +122,10 @@ def test_smoke_profile_runs_every_notebook_headless(smoke_results):
     assert {"packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"} <= methods
     # Class-incremental evaluation: task inference for the sub-network methods, one head for the classic ones.
     records = json.loads((folder / "14_class_incremental.json").read_text())["class_incremental"]
-    assert {(r["method"], r["criterion"]) for r in records} >= {("ada_qpacknet", "entropy"), ("wsn", "max_softmax"), ("replay_single_head", "one_head")}
+    assert {(r["method"], r["inference"]) for r in records} >= {
+        ("ada_qpacknet", "entropy"), ("wsn", "mahalanobis"), ("packnet", "infomax@16"), ("replay_single_head", "one_head")
+    }
+    assert {r["scenario"] for r in records} == {"split_digits", "permuted_digits"}
     for record in records:
         assert all(c <= g for c, g in zip(record["accuracy_per_task"], record["task_given_accuracy_per_task"]))
     tour = json.loads((folder / "00_method_tour.json").read_text())
