@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "verify-packed", help="reload a finished run from its packed file and check every task against its results"
     )
     verify_parser.add_argument("run_dir", type=Path, help="a run folder holding results.json and packed.safetensors")
-    verify_parser.add_argument("--data-root", default=None, help="data folder, if not the one the run used")
+    verify_parser.add_argument("--data-root", default=None, help="data folder (default: the repository's data/); nothing is downloaded")
     args = parser.parse_args(argv)
     if args.command == "check-data":
         return check_profile_data(args.profile_dir)

@@ -221,8 +221,8 @@ def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{probes_path} was recorded on {device}; bit-exact logits need the same device type")
     packed = PackedNetwork.load(folder / results["packed_file"], device=device)
-    changes = {"data_root": str(resolve(data_root))} if data_root else {}
-    config = Config.from_dict({**packed.config, **changes})
+    # The data root is the caller's (default: the repository's data/), never fetched from the network.
+    config = Config.from_dict({**packed.config, "data_root": str(resolve(data_root or Config.data_root)), "download": False})
     scenario = scenario_of(config)
     rows = []
     for index in range(packed.num_tasks):

@@ -45,8 +45,6 @@ from .results import write_bytes
 from .training import evaluate, fit, load_trainable_state, trainable_state
 
 FLOAT_BITS = 32
-# Settings that may differ between a run and its resumption without changing any result.
-RESUME_FREE_KEYS = ("progress", "device", "data_root", "download")
 
 
 class AdaQPacknet(ContinualLearner):

@@ -58,7 +58,9 @@ CODER = (
 )
 # The config keys a packed file keeps: what rebuilds its data and evaluates it the same way (BN uses
 # batch statistics, so the evaluation batch size matters). The run's full config is in results.json.
-REBUILD_KEYS = ("scenario", "model", "num_tasks", "seed", "data_root", "download", "val_fraction", "class_order", "eval_batch_size")
+# Where the data lies (data_root, download) is the reader's machine's business, not the network's:
+# kept out, the same run packs to the same bytes in any folder on any machine.
+REBUILD_KEYS = ("scenario", "model", "num_tasks", "seed", "val_fraction", "class_order", "eval_batch_size")
 # Kept only when it differs from the default, so that files of runs with reuse stay as they were:
 # reuse_frozen=False (the reuse ablation) changes which weights a task's network reads.
 VIEW_KEYS = {"reuse_frozen": True}
@@ -232,7 +234,7 @@ def pack(
         "coder": CODER,
         _CHECKSUM_KEY: _PLACEHOLDER,
     }
-    blob = _with_checksum(safetensors.numpy.save(tensors, metadata=meta))
+    blob = _with_checksum(_sorted_header(safetensors.numpy.save(tensors, metadata=meta)))
     ledger = _ledger(blob, tensors, streams, kinds, coded_bits, levels, layer_bits, num_tasks, architecture, quantized)
     return blob, ledger
 
@@ -241,6 +243,15 @@ def _header(blob: bytes) -> tuple[int, bytes]:
     """(bytes taken by the header, the header JSON) of a safetensors file."""
     (length,) = struct.unpack("<Q", blob[:8])
     return 8 + length, blob[8 : 8 + length]
+
+
+def _sorted_header(blob: bytes) -> bytes:
+    """The same safetensors file with its header's keys sorted: safetensors writes the metadata in
+    hash-map order, which changes from process to process, and the same run must give the same bytes."""
+    end, header = _header(blob)
+    text = json.dumps(json.loads(header), sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return struct.pack("<Q", len(text)) + text + blob[end:]
 
 
 def _checksum_offset(header: bytes, digits: str) -> int | None:

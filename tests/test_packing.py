@@ -243,3 +243,18 @@ def test_a_fresh_process_reproduces_every_task_from_the_file(tmp_path):
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "every task reproduced exactly" in verified.stdout
     assert verified.stdout.count("bit-identical") == 2
+
+
+def test_the_same_run_packs_to_the_same_bytes_in_any_folder(tmp_path):
+    # Two clones differ in their paths only: the packed file must not record any of them.
+    blobs = []
+    for clone in ("first", "second-with-a-longer-name"):
+        run_dir = tmp_path / clone / "run"
+        subprocess.run(
+            [sys.executable, "-m", "adaqpacknet", "run", "--out", str(run_dir), f"data_root={tmp_path / clone / 'data'}",
+             "scenario=split_digits", "num_tasks=2", "epochs=1", "batch_size=32", "progress=false"],
+            check=True, capture_output=True, cwd=PACKAGE_ROOT,
+        )
+        blobs.append((run_dir / "packed.safetensors").read_bytes())
+        assert str(tmp_path).encode() not in blobs[-1]
+    assert blobs[0] == blobs[1]
