@@ -31,6 +31,13 @@ T1_CAPTION = (
     "epochs = training epochs per task as run (train+retrain for the methods that prune), batch = "
     "batch size: a profile may give the classic strategies fewer epochs to fit its time budget."
 )
+HEADLINE_CAPTION = (
+    "Headline: the method, its capacity-budget variant and the strongest peers of T1, mean ± std over seeds. "
+    "ACC = mean final test accuracy (%); BWT in pp; size = each method's storage in KiB as in T1; x dense = "
+    "one dense float32 network (body and one head) / size."
+)
+# The rows of the headline table, in this order (those a profile ran).
+HEADLINE_METHODS = ("ada_qpacknet", "ada_qpacknet_budget", "packnet", "wsn", "independent", "replay")
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
     "mean ± std over tasks and seeds; size = codes + codebooks of the task's weights in KiB."
@@ -172,6 +179,16 @@ def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
     return mean_std(
         runs, ["scenario", "model", "tasks", "method", "epochs", "batch"],
         {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1},
+    )
+
+
+def table_headline(runs: pd.DataFrame) -> pd.DataFrame:
+    """The README's table: T1's ACC, BWT and size for ``HEADLINE_METHODS``, with the size ratio."""
+    chosen = runs[runs["method"].isin(HEADLINE_METHODS)]
+    chosen = chosen.assign(x_dense=chosen["dense_kib"] / chosen["size_kib"], order=chosen["method"].map(HEADLINE_METHODS.index))
+    chosen = chosen.sort_values(["scenario", "order"], kind="stable")
+    return mean_std(chosen, ["scenario", "tasks", "method"], {"acc": 2, "bwt": 2, "size_kib": 1, "x_dense": 1}).rename(
+        columns={"size_kib": "size KiB", "x_dense": "x dense"}
     )
 
 

@@ -17,15 +17,19 @@
 # # 90 · Tables
 #
 # **Claim.** Every table of the package is generated from the results files of this profile's
-# experiment notebooks, with mean ± std over seeds; nothing is typed in by hand.
+# experiment notebooks, with mean ± std over seeds; nothing is typed in by hand. The results page
+# (`tables/<profile>/RESULTS.md`: every table, the figures of notebook 91, and the commits, versions
+# and hardware the runs recorded) and the README's headline table are written here too.
 
 # %% tags=["parameters"]
 profile: str = "default"  # whose results to read: the folder of results_path, by default results/<profile>/
 results_path: str = ""  # "" = results/<profile>/90_tables.json under the repository root
 progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
+results_page: str = ""  # "" = tables/<profile>/RESULTS.md; a path inside the repository
+readme: str = ""  # a page whose <!-- table:NAME --> blocks get these tables, e.g. "README.md"; "" = none
 
 # %%
-from adaqpacknet import experiments, tables
+from adaqpacknet import experiments, report, tables
 
 # Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
 folder = experiments.results_file(results_path, profile, "90_tables").parent
@@ -35,6 +39,11 @@ runs = tables.runs_frame(notebooks)
 sweep = tables.sweep_frame(notebooks)
 variants = tables.runs_frame(notebooks, section="variants")
 written = {}
+
+# %%
+headline = tables.table_headline(runs)
+written["headline"] = tables.write_table(headline, out / "headline", tables.HEADLINE_CAPTION)
+headline
 
 # %%
 t1 = tables.table_t1(runs)
@@ -69,6 +78,18 @@ if len(variants):
     ablation = tables.table_sparsity(variants)
     written["sparsity"] = tables.write_table(ablation, out / "t1b_sparsity_search", tables.SPARSITY_CAPTION)
     display(ablation)
+
+# %% [markdown]
+# The results page, with the figures notebook 91 wrote (its results JSON, when it has run), and the
+# README's generated blocks.
+
+# %%
+figures = next((nb["figures"] for nb in experiments.read_notebook_results(folder) if nb["notebook"] == "91_figures"), {})
+markdown = {name: paths[0] for name, paths in written.items()}
+page = report.write_results_page(profile, notebooks, {k: v for k, v in markdown.items() if k != "headline"}, figures, results_page)
+written["page"] = [page]
+if readme:
+    written["readme"] = [report.fill_page(readme, markdown)]
 
 # %%
 results = experiments.notebook_results(

@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -151,11 +152,19 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     folder, _, _ = smoke_results
     tables = json.loads((folder / "90_tables.json").read_text())["tables"]
     figures = json.loads((folder / "91_figures.json").read_text())["figures"]
-    assert sorted(tables) == sorted(["t1", "t2", "t3", "t4", "t5", "sparsity"])
+    assert sorted(tables) == sorted(["headline", "t1", "t2", "t3", "t4", "t5", "sparsity", "page"])
     assert sorted(figures) == sorted(EXPECTED_FIGURES)
     for name in EXPECTED_TABLES:
         for suffix in (".md", ".tex"):
             assert (ROOT / "tables" / "smoke" / f"{name}{suffix}").stat().st_size > 0
+    # The results page: every table under its name, every figure by a link that resolves.
+    page = ROOT / "tables" / "smoke" / "RESULTS.md"
+    text = page.read_text()
+    for name in ("T1", "T1b", "T2", "T3", "T4", "T5"):
+        assert f"\n## {name}\n" in text, name
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert len(links) == len(EXPECTED_FIGURES)
+    assert all((page.parent / link).is_file() for link in links)
     for name in EXPECTED_FIGURES:
         for suffix in (".pdf", ".png"):
             assert (ROOT / "figures" / "smoke" / f"{name}{suffix}").stat().st_size > 0
