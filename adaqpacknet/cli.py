@@ -18,7 +18,7 @@ from . import grid
 from .config import Config, parse_override
 from .experiments import verify_packed_run
 from .methods import run
-from .results import PACKAGE_ROOT
+from .results import PACKAGE_ROOT, CorruptFileError
 
 
 def default_out_dir(config: Config) -> Path:
@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-data":
         return check_profile_data(args.profile_dir)
     if args.command == "verify-packed":
-        return verify_packed(args.run_dir, args.data_root)
+        try:
+            return verify_packed(args.run_dir, args.data_root)
+        except CorruptFileError as error:  # PackedFileError too: the message names the file and the fault
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     if args.command == "runs":
         try:
             return list_runs(args.profile, args.params_root, args.json)

@@ -12,9 +12,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import torch
+
 from .data.scenarios import CLASS_ORDERS
 from .data.scenarios import SCENARIOS as SCENARIO_SPECS
 from .models import MODELS as MODEL_NAMES
+from .models import build_model
+from .ownership import MAX_TASKS
 from .quantization import QUANTIZERS as QUANTIZER_NAMES
 
 # Choices come from the modules that implement them, so error messages, the CLI and the docs
@@ -39,6 +43,8 @@ METHODS = ("ada_qpacknet", "packnet", "wsn", "independent", "joint", *AVALANCHE_
 # "per_task": one head per task, the task id given at test time (task-incremental); "single": one
 # head over every class, trained and tested without task ids (class-incremental, classic methods).
 HEADS = ("per_task", "single")
+# Seeds seed numpy too, which takes 32-bit seeds; every task re-seeds from (seed, task).
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,18 @@ class Config:
                 f"one head per task (its class-incremental accuracy comes from task inference: adaqpacknet.task_inference)"
             )
         if self.num_tasks is not None:
-            _at_least("num_tasks", self.num_tasks, 1)
+            # Permuted scenarios take as many tasks as the owner maps can name; the others have theirs.
+            spec = SCENARIO_SPECS[self.scenario]
+            most = MAX_TASKS if spec.kind == "permuted" else spec.num_tasks
+            _in_range("num_tasks", self.num_tasks, 1, most + 1, f"1..{most} for {self.scenario}")
+        _in_range("seed", self.seed, 0, MAX_SEED + 1, f"0..{MAX_SEED}")
+        if self.model != "auto":
+            shape = SCENARIO_SPECS[self.scenario].input_shape
+            try:
+                with torch.device("meta"):  # shapes only: nothing is allocated
+                    build_model(self.model, shape, [SCENARIO_SPECS[self.scenario].classes_per_task])
+            except (ValueError, RuntimeError) as error:
+                raise ValueError(f"model={self.model!r} cannot take {self.scenario}'s {shape} inputs ({error})") from None
         _at_least("epochs", self.epochs, 1)
         _at_least("finetune_epochs", self.finetune_epochs, 0)
         _at_least("batch_size", self.batch_size, 1)
@@ -176,8 +193,8 @@ class Config:
             raise ValueError(f"tolerance={self.tolerance} must be a finite number >= 0 (percentage points)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr={self.lr} must be a finite number > 0")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay={self.weight_decay} must be a finite number >= 0")
         _in_range("lr_factor", self.lr_factor, 0.0, 1.0, "(0, 1)", open_low=True)
         _in_range("fitness_accuracy_weight", self.fitness_accuracy_weight, 0.0, 1.0 + 1e-12, "[0, 1]")
         if self.val_fraction is not None:

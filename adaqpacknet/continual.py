@@ -84,13 +84,13 @@ class ContinualLearner(ABC):
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
         self.config = config
+        self.device = pick_device(config.device)  # before the data: a missing GPU costs nothing
         self.scenario = scenario_of(config) if scenario is None else scenario
         ratios = config.prune_ratios  # Config checks the length only when num_tasks is given
         if ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
             raise ValueError(
                 f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
             )
-        self.device = pick_device(config.device)
         torch.set_num_threads(config.cpu_threads)  # CPU numbers depend on it: Config.cpu_threads
         # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
         self.environment = environment(self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,10 +18,10 @@ from safetensors import safe_open
 
 from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config, parse_override
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
-from .methods import learner_for
-from .packing import PROBES_FILE, PackedNetwork, probe_batch
+from .methods import learner_for, run_learner
+from .packing import PACKED_FILE, PROBES_FILE, PackedNetwork, probe_batch
 from .task_inference import CRITERIA, check_class_incremental, class_incremental_report, parse_inference
-from .results import PACKAGE_ROOT, SCHEMA_VERSION, read_json, write_json
+from .results import PACKAGE_ROOT, SCHEMA_VERSION, CorruptFileError, read_json, write_json
 from .training import evaluate
 
 NOTEBOOK_SCHEMA_VERSION = 2  # 2: class-incremental records name their inference, protocol and batch size
@@ -42,9 +43,16 @@ METHODS: dict[str, dict[str, Any]] = {
 
 
 def resolve(path: str | Path) -> Path:
-    """A path relative to the repository root (notebooks run with another working directory)."""
+    """A path relative to the repository root (notebooks run with another working directory).
+
+    A relative path must stay inside the repository: a notebook's ``profile`` of "../x" must not
+    make it write elsewhere. An absolute path is the caller's explicit choice and is kept."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() else PACKAGE_ROOT / path
+    if path.is_absolute():
+        return path
+    if ".." in path.parts and not (PACKAGE_ROOT / path).resolve().is_relative_to(PACKAGE_ROOT.resolve()):
+        raise ValueError(f"{str(path)!r} leads outside the repository {PACKAGE_ROOT}; give a path inside it (or an absolute path)")
+    return PACKAGE_ROOT / path
 
 
 def config_hash(config: Config) -> str:
@@ -106,9 +114,20 @@ def settings(overrides: list[str] | None = None, **fields: Any) -> dict[str, Any
     return {**fields, **dict(parse_override(o) for o in overrides or [])}
 
 
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def profile_folder(kind: str, profile: str) -> Path:
+    """``<kind>/<profile>`` under the repository root (runs, results, tables, figures). A profile is
+    a simple name: a notebook's ``profile`` parameter must not lead its outputs anywhere else."""
+    if not isinstance(profile, str) or not PROFILE_NAME.fullmatch(profile):
+        raise ValueError(f"profile={profile!r} is not a profile name: letters, digits, '_', '.', '-' (e.g. 'default')")
+    return resolve(f"{kind}/{profile}")
+
+
 def results_file(results_path: str, profile: str, notebook: str) -> Path:
     """Where a notebook writes its results: ``results_path``, or results/<profile>/<notebook>.json."""
-    return resolve(results_path or f"results/{profile}/{notebook}.json")
+    return resolve(results_path) if results_path else profile_folder("results", profile) / f"{notebook}.json"
 
 
 def run_methods(
@@ -126,7 +145,7 @@ def run_configs(configs: list[Config], runs_root: str | Path) -> list[dict[str, 
     results = []
     for number, config in enumerate(configs, start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
-        results.append(learner_for(config).run(run_dir(config, runs_root)))
+        results.append(run_learner(learner_for(config), run_dir(config, runs_root)))
     return results
 
 
@@ -135,7 +154,7 @@ def scenario_notebook(
     classic_epochs: int | None = None,
 ) -> dict[str, Any]:
     """The body of every scenario notebook: run the methods over the seeds, write the results JSON."""
-    runs = run_methods(methods, seeds, settings, f"runs/{profile}", classic_epochs)
+    runs = run_methods(methods, seeds, settings, profile_folder("runs", profile), classic_epochs)
     parameters = {"methods": methods, "seeds": seeds, "settings": settings, "classic_epochs": classic_epochs}
     results = notebook_results(notebook, profile, parameters, runs=runs)
     write_notebook_results(results_file(results_path, profile, notebook), results)
@@ -145,8 +164,7 @@ def scenario_notebook(
 def load_learner(config: Config, runs_root: str | Path) -> ContinualLearner:
     """A learner restored from the finished run of ``config`` (run first if needed)."""
     learner = learner_for(config)
-    folder = run_dir(config, runs_root)
-    learner.run(folder)
+    run_learner(learner, run_dir(config, runs_root))
     return learner
 
 
@@ -211,17 +229,32 @@ def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[
     For every task: the test accuracy of the packed file's network against the final row of the
     results' accuracy matrix, and the logits of the task's probe batch against those recorded when
     the task was frozen (bit for bit, on the device that recorded them). ``ok`` is True when all match.
+    Nothing in the folder is trusted: only ``<folder>/packed.safetensors`` is opened (whatever
+    the results name), the data comes from ``data_root`` and is never downloaded, and a missing or
+    malformed results or probe entry raises CorruptFileError naming the file and the entry.
     """
     folder = resolve(folder)
-    results = read_json(folder / "results.json")
-    probes_path = folder / PROBES_FILE
-    with safe_open(probes_path, "pt") as handle:
-        device = torch.device(handle.metadata()["device"])
-        probes = {key: handle.get_tensor(key) for key in handle.keys()}
+    results_path, probes_path = folder / "results.json", folder / PROBES_FILE
+    for path in (results_path, probes_path, folder / PACKED_FILE):
+        if not path.is_file():
+            raise CorruptFileError(f"{path} is missing: {folder} is not a finished run of an owner-map method")
+    results = read_json(results_path)
+    try:
+        with safe_open(probes_path, "pt") as handle:
+            device = torch.device(handle.metadata()["device"])
+            probes = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors' own errors, a missing or unknown device entry
+        raise CorruptFileError(f"{probes_path} is not a probe file ({type(error).__name__}: {error})") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{probes_path} was recorded on {device}; bit-exact logits need the same device type")
-    packed = PackedNetwork.load(folder / results["packed_file"], device=device)
-    # The data root is the caller's (default: the repository's data/), never fetched from the network.
+    packed = PackedNetwork.load(folder / PACKED_FILE, device=device)
+    matrix = results.get("acc_matrix") if isinstance(results, dict) else None
+    final = matrix[-1] if isinstance(matrix, list) and matrix and isinstance(matrix[-1], list) else None
+    if final is None or len(final) != packed.num_tasks or not all(isinstance(a, (int, float)) for a in final):
+        raise CorruptFileError(f"{results_path}: 'acc_matrix' has no final row of {packed.num_tasks} accuracies (the packed file's tasks)")
+    missing = [f"task{i}/logits" for i in range(packed.num_tasks) if f"task{i}/logits" not in probes]
+    if missing:
+        raise CorruptFileError(f"{probes_path} has no entries {', '.join(missing)}")
     config = Config.from_dict({**packed.config, "data_root": str(resolve(data_root or Config.data_root)), "download": False})
     scenario = scenario_of(config)
     rows = []
@@ -230,7 +263,7 @@ def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[
         accuracy = evaluate(packed, test, index, config.eval_batch_size, device)
         with torch.no_grad():
             logits = packed(probe_batch(test).to(device), index).cpu()
-        recorded = results["acc_matrix"][-1][index]
+        recorded = final[index]
         rows.append(
             {
                 "task": index + 1,

@@ -67,7 +67,7 @@ class Plan:
 
 def runs_root(profile: str) -> Path:
     """Where a profile's runs live: ``runs/<profile>`` under the repository root (as the notebooks have it)."""
-    return experiments.resolve(f"runs/{profile}")
+    return experiments.profile_folder("runs", profile)
 
 
 def notebook_defaults(stem: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from .classic import ClassicStrategy
 from .config import AVALANCHE_METHODS, Config
 from .continual import ContinualLearner
 from .learner import AdaQPacknet
+from .results import folder_lock, remove_leftovers
 from .upper_bounds import Independent, Joint
 from .wsn import WSN
 
@@ -29,4 +30,15 @@ def learner_for(config: Config) -> ContinualLearner:
 
 def run(config: Config, out_dir: str | Path | None = None) -> dict[str, Any]:
     """Build the learner for ``config`` and run it (resuming from ``out_dir`` if it holds a checkpoint)."""
-    return learner_for(config).run(out_dir)
+    return run_learner(learner_for(config), out_dir)
+
+
+def run_learner(learner: ContinualLearner, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run ``learner``; with ``out_dir``, under the folder's lock (a second process on the same run
+    waits for the first), after removing what an interrupted write left behind, resuming from its
+    checkpoint."""
+    if out_dir is None:
+        return learner.run()
+    with folder_lock(out_dir):
+        remove_leftovers(out_dir)
+        return learner.run(out_dir)

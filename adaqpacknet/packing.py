@@ -41,8 +41,8 @@ import safetensors.numpy
 import torch
 from torch import Tensor, nn
 
-from .models import HEAD, HEAD_BIAS, MultiHeadNet, build_model
-from .ownership import owner_maps, prunable_layers, raw_weight, task_view
+from .models import MODELS, HEAD, HEAD_BIAS, MultiHeadNet, build_model
+from .ownership import MAX_TASKS, owner_maps, prunable_layers, raw_weight, task_view
 from .results import CorruptFileError
 from .training import loader
 
@@ -70,6 +70,14 @@ _PLACEHOLDER = "0" * 64
 NOT_CODED, UNIFORM, COUNTED = 0, 1, 2
 _MODEL_NAMES = {NOT_CODED: "none", UNIFORM: "ans-uniform", COUNTED: "ans-categorical"}
 _COUNT_BYTES = 4  # uint32 per symbol of a counted stream's alphabet
+# What a packed file may declare, checked before anything is built or decoded, so that a hostile
+# file with a valid checksum cannot make loading take gigabytes or minutes. Every protocol network
+# is far inside these (the largest, WSN's AlexNet, has 6.7 M body weights).
+MAX_FILE_BYTES = 1 << 30
+MAX_BODY_WEIGHTS = 1 << 25  # 128 MiB of float32 values once decoded
+MAX_INPUT_SIDE = 1024  # channels, height and width
+MAX_CLASSES = 100_000  # per task
+MAX_ABS_VALUE = 1e4  # a weight, bias or codebook level; real ones are within +-100
 
 
 class PackedFileError(CorruptFileError):
@@ -413,6 +421,9 @@ class PackedNetwork(nn.Module):
         """
         path = Path(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise PackedFileError(f"{path}: {size} bytes is more than a packed file may have ({MAX_FILE_BYTES})")
             blob = path.read_bytes()
         except OSError as error:
             raise PackedFileError(f"{path}: cannot be read ({error})") from error
@@ -421,22 +432,19 @@ class PackedNetwork(nn.Module):
             tensors = safetensors.numpy.load(blob)
         except Exception as error:  # safetensors raises its own error types
             raise PackedFileError(f"{path}: the safetensors container is invalid ({error})") from error
-        try:
-            architecture = json.loads(meta["architecture"])
-            config = json.loads(meta["config"])
-            num_tasks = int(meta["num_tasks"])
-            quantized = meta["storage"] == "quantized"
-        except (KeyError, ValueError) as error:
-            raise PackedFileError(f"{path}: the metadata is incomplete ({error})") from error
+        architecture, config, num_tasks, quantized = _checked_records(path, meta)
         if expected_architecture is not None and expected_architecture != architecture:
             raise PackedFileError(
                 f"{path} holds a network of another architecture: {_describe(architecture)}; expected {_describe(expected_architecture)}"
             )
-        template = _template(path, architecture, num_tasks)
+        layers = _template_layers(path, architecture, num_tasks)
+        _check_tensors(path, tensors, architecture, num_tasks, quantized, layers)
         try:
-            owners, values, heads = _decode(tensors, architecture, num_tasks, quantized, list(prunable_layers(template)))
-        except (KeyError, ValueError, IndexError) as error:
-            raise PackedFileError(f"{path}: the payload does not decode ({error})") from error
+            owners, values, heads = _decode(tensors, architecture, num_tasks, quantized, layers)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as error:  # the coder's Rust panics are BaseExceptions: a bad payload all the same
+            raise PackedFileError(f"{path}: the payload does not decode ({type(error).__name__}: {error})") from error
         return cls(path, architecture, config, owners, values, heads, tensors["bits"], torch.device(device))
 
     def task_network(self, task: int) -> TaskNetwork:
@@ -500,9 +508,9 @@ def _checked_metadata(path: Path, blob: bytes) -> dict[str, str]:
         raise PackedFileError(f"{path}: the header claims {header_end} bytes but the file has {len(blob)} (truncated or corrupt)")
     try:
         meta = json.loads(header.decode("utf-8"))["__metadata__"]
-        if not isinstance(meta, dict):
-            raise TypeError("metadata is not an object")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise TypeError("metadata is not an object of strings")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise PackedFileError(f"{path}: the header is not valid ({error}); the file is corrupt or not a packed file") from error
     if meta.get("format") != FORMAT:
         raise PackedFileError(f"{path} is not a packed network (format {meta.get('format')!r}, expected {FORMAT!r})")
@@ -520,19 +528,106 @@ def _checked_metadata(path: Path, blob: bytes) -> dict[str, str]:
     return meta
 
 
-def _template(path: Path, architecture: dict[str, Any], num_tasks: int) -> MultiHeadNet:
-    """The network the file's architecture record builds; its layers must match the record."""
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _checked_records(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], int, bool]:
+    """(architecture, config, num_tasks, quantized) from the metadata, each field checked for type and range."""
+
+    def fault(field: str, problem: str) -> PackedFileError:
+        return PackedFileError(f"{path}: metadata field {field!r} {problem}")
+
+    records = {}
+    for field in ("architecture", "config"):
+        if field not in meta:
+            raise fault(field, "is missing")
+        try:
+            records[field] = json.loads(meta[field])
+        except (ValueError, RecursionError) as error:
+            raise fault(field, f"is not valid JSON ({type(error).__name__})") from None
+        if not isinstance(records[field], dict):
+            raise fault(field, "is not a JSON object")
+    num_tasks = meta.get("num_tasks", "")
+    if not (num_tasks.isascii() and num_tasks.isdigit() and 1 <= int(num_tasks) <= MAX_TASKS):
+        raise fault("num_tasks", f"is {num_tasks!r}; expected a whole number in 1..{MAX_TASKS}")
+    if meta.get("storage") not in ("quantized", "float32"):
+        raise fault("storage", f"is {meta.get('storage')!r}; expected 'quantized' or 'float32'")
+    arch = records["architecture"]
+    expected = {"model", "input_shape", "classes_per_task", "layers", "feature_dim"}
+    if set(arch) != expected:
+        raise fault("architecture", f"has keys {sorted(arch)}; expected {sorted(expected)}")
+    if arch["model"] not in MODELS:
+        raise fault("architecture.model", f"is {arch['model']!r}; valid choices: {', '.join(MODELS)}")
+    shape = arch["input_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(d, 1, MAX_INPUT_SIDE) for d in shape)):
+        raise fault("architecture.input_shape", f"is {shape!r}; expected [C, H, W], each in 1..{MAX_INPUT_SIDE}")
+    classes = arch["classes_per_task"]
+    if not (isinstance(classes, list) and len(classes) == int(num_tasks) and all(_is_int(c, 1, MAX_CLASSES) for c in classes)):
+        raise fault("architecture.classes_per_task", f"is not {num_tasks} class counts in 1..{MAX_CLASSES}")
+    layers = arch["layers"]
+    if not (isinstance(layers, dict) and all(isinstance(v, list) and all(_is_int(d, 1, MAX_BODY_WEIGHTS) for d in v) for v in layers.values())):
+        raise fault("architecture.layers", "is not a mapping of layer names to shapes")
+    if sum(math.prod(v) for v in layers.values()) > MAX_BODY_WEIGHTS:
+        raise fault("architecture.layers", f"declares more than {MAX_BODY_WEIGHTS} body weights")
+    if not _is_int(arch["feature_dim"], 1, MAX_BODY_WEIGHTS):
+        raise fault("architecture.feature_dim", f"is {arch['feature_dim']!r}; expected a positive whole number")
+    if sum(classes) * arch["feature_dim"] > MAX_BODY_WEIGHTS:
+        raise fault("architecture.classes_per_task", f"declares more than {MAX_BODY_WEIGHTS} head weights")
+    return arch, records["config"], int(num_tasks), meta["storage"] == "quantized"
+
+
+def _template_layers(path: Path, architecture: dict[str, Any], num_tasks: int) -> list[str]:
+    """The body layers the file's architecture record builds, checked against the record: built on
+    the meta device (shapes only, no memory), so a record that does not match costs nothing."""
     try:
-        template = build_model(architecture["model"], tuple(architecture["input_shape"]), architecture["classes_per_task"])
-    except (KeyError, ValueError, TypeError) as error:
+        with torch.device("meta"):
+            template = build_model(architecture["model"], tuple(architecture["input_shape"]), architecture["classes_per_task"])
+    except (ValueError, TypeError, RuntimeError) as error:
         raise PackedFileError(f"{path}: its architecture cannot be built ({error})") from error
     built = {name: list(layer.weight.shape) for name, layer in prunable_layers(template).items()}
-    if built != architecture["layers"] or len(architecture["classes_per_task"]) != num_tasks:
+    if built != architecture["layers"] or template.feature_dim != architecture["feature_dim"]:
         raise PackedFileError(
-            f"{path} was written for another architecture: its layers are {architecture['layers']}, but "
-            f"{architecture['model']} for inputs {architecture['input_shape']} has {built}"
+            f"{path} was written for another architecture: layers {architecture['layers']} and feature_dim "
+            f"{architecture['feature_dim']}, but {architecture['model']} for inputs {architecture['input_shape']} has "
+            f"{built} and feature_dim {template.feature_dim}"
         )
-    return template
+    return list(built)
+
+
+def _check_tensors(
+    path: Path, tensors: dict[str, np.ndarray], architecture: dict[str, Any], num_tasks: int, quantized: bool, layers: list[str]
+) -> None:
+    """Every tensor the decoder reads: present, of its dtype and shape, and within range."""
+    names = tensor_names(layers)
+    table = (num_tasks, len(names))
+    values = "codebooks" if quantized else "float_weights"
+    expected = {
+        "ans": (np.uint32, None), "stream_models": (np.uint8, (len(layers) + (num_tasks * len(names) if quantized else 0),)),
+        "symbol_counts": (np.uint32, None), "bits": (np.uint8, table), values: (np.float32, None),
+        **({"levels": (np.uint16, table)} if quantized else {}),
+    }
+    if set(tensors) != set(expected):
+        raise PackedFileError(f"{path}: holds tensors {sorted(tensors)}; a {'quantized' if quantized else 'float32'} file holds {sorted(expected)}")
+    for name, (dtype, shape) in expected.items():
+        tensor = tensors[name]
+        if tensor.dtype != dtype or (shape is None and tensor.ndim != 1) or (shape is not None and tensor.shape != shape):
+            want = f"shape {shape}" if shape else "one dimension"
+            raise PackedFileError(f"{path}: tensor {name!r} is {tensor.dtype} of shape {tensor.shape}; expected {np.dtype(dtype)}, {want}")
+    if not np.isin(tensors["stream_models"], (NOT_CODED, UNIFORM, COUNTED)).all():
+        raise PackedFileError(f"{path}: tensor 'stream_models' holds a coder model other than {sorted(_MODEL_NAMES)}")
+    bits = tensors["bits"]
+    if bits.min() < 1 or bits.max() > 32 or (quantized and bits.max() > 16):
+        raise PackedFileError(f"{path}: tensor 'bits' holds widths {int(bits.min())}..{int(bits.max())}; expected 1..{16 if quantized else 32}")
+    if quantized:
+        levels = tensors["levels"].astype(np.int64)
+        if (levels > (1 << bits.astype(np.int64))).any():
+            raise PackedFileError(f"{path}: tensor 'levels' gives a codebook more than 2^bits levels")
+        if int(levels.sum()) != len(tensors["codebooks"]):
+            raise PackedFileError(f"{path}: tensor 'codebooks' has {len(tensors['codebooks'])} levels; 'levels' adds up to {int(levels.sum())}")
+    floats = tensors[values]
+    if not np.isfinite(floats).all() or (floats.size and np.abs(floats).max() > MAX_ABS_VALUE):
+        raise PackedFileError(f"{path}: tensor {values!r} holds a value that is not finite or beyond +-{MAX_ABS_VALUE:g}")
 
 
 def _decode(
@@ -547,19 +642,33 @@ def _decode(
     counts = tensors["symbol_counts"]
     coder = constriction.stream.stack.AnsCoder(tensors["ans"].astype(np.uint32))
     stream_index, count_offset = 0, 0
+    # No coder codes a stream in fewer bits than its empirical entropy (Gibbs): the streams a file
+    # claims must fit the bits it holds (plus the coder's 64-bit state), checked before each is decoded.
+    budget_bits = 32.0 * len(tensors["ans"]) + 64.0
+    claimed_bits = 0.0
 
     def next_stream(n: int, alphabet: int) -> np.ndarray:
-        nonlocal stream_index, count_offset
+        nonlocal stream_index, count_offset, claimed_bits
+        if stream_index >= len(kinds):
+            raise ValueError("the payload has fewer streams than its tensors need")
         kind = int(kinds[stream_index])
         stream_index += 1
         if kind == NOT_CODED or n == 0:
+            if n and alphabet > 1:
+                raise ValueError("a stream of several symbols is marked as not coded")
             return np.zeros(n, dtype=np.int32)
         table = None
         if kind == COUNTED:
             table = counts[count_offset : count_offset + alphabet]
             count_offset += alphabet
-            if len(table) != alphabet or int(table.sum()) != n:
+            if len(table) != alphabet or int(table.sum(dtype=np.int64)) != n:
                 raise ValueError("symbol counts do not fit their stream")
+            p = table[table > 0] / n
+            claimed_bits += float(-(table[table > 0] * np.log2(p)).sum())
+        else:
+            claimed_bits += n * math.log2(alphabet) * 0.999  # the coder's uniform model is exact to 24 bits
+        if claimed_bits > budget_bits * 1.001:
+            raise ValueError(f"its streams need at least {claimed_bits / 8:.0f} bytes but the coded payload holds {len(tensors['ans']) * 4}")
         symbols = np.asarray(coder.decode(_model(kind, alphabet, table), n))
         if symbols.min(initial=0) < 0 or symbols.max(initial=0) >= alphabet:
             raise ValueError("a decoded symbol is outside its alphabet")
@@ -597,7 +706,8 @@ def _decode(
             if name in owners:
                 values[name][owners[name] == t] = decoded[name]
         heads.append((decoded[HEAD].reshape(head_shapes[t - 1][0]), decoded[HEAD_BIAS].reshape(head_shapes[t - 1][1])))
-    if stream_index != len(kinds) or count_offset != len(counts) or not coder.is_empty():
+    stored = codebooks if quantized else floats
+    if stream_index != len(kinds) or count_offset != len(counts) or not coder.is_empty() or offset != len(stored):
         raise ValueError("the payload holds more than its streams")
     if int(max((o.max() for o in owners.values()), default=0)) > num_tasks:
         raise ValueError("an owner map names a task the file does not hold")

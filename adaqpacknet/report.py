@@ -17,6 +17,7 @@ from os.path import relpath
 from pathlib import Path
 from typing import Any, Iterable
 
+from .experiments import profile_folder
 from .results import PACKAGE_ROOT, write_text
 from .tables import unique_runs
 
@@ -111,7 +112,7 @@ def write_results_page(
     page: str | Path = "",
 ) -> Path:
     """Write the results page (default ``tables/<profile>/RESULTS.md``) atomically; returns its path."""
-    path = inside_repository(page or f"tables/{profile}/{RESULTS_PAGE}", "results_page")
+    path = inside_repository(page, "results_page") if page else profile_folder("tables", profile) / RESULTS_PAGE
     write_text(path, results_page(profile, notebooks, tables, figures, path))
     return path
 

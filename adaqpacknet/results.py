@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -28,7 +31,7 @@ CHECKPOINT_STATE = "checkpoint.json"
 
 
 class CorruptFileError(ValueError):
-    """A results or checkpoint file that cannot be trusted; the message names the file."""
+    """A data, results, checkpoint or packed file that cannot be trusted; the message names the file."""
 
 
 def _umask() -> int:
@@ -65,12 +68,12 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read JSON, naming the file when it is not valid JSON."""
+    """Read JSON, naming the file when it is not valid JSON (or nested too deep to read)."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CorruptFileError(f"{path} is not valid JSON ({error}); delete it to start over") from error
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CorruptFileError(f"{path} is not valid JSON ({type(error).__name__}: {error}); delete it to start over") from None
 
 
 # The results file of one run, any method (README: "Results file"): key -> type(s) it must have.
@@ -153,22 +156,91 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], sta
             stale.unlink()
 
 
+# The checkpoint state's keys and types; every one is checked before any tensor is read.
+CHECKPOINT_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int, "config": dict, "tasks_done": int, "acc_matrix": list, "per_task": list,
+    "environment": dict, "resumed_in": list, "tensors_file": str, "tensors_sha256": str,
+}
+_TENSORS_FILE = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}[A-Za-z0-9_-]+\.safetensors")
+
+
+def check_checkpoint_state(state: Any, path: Path) -> None:
+    """Raise CorruptFileError naming ``path`` and the first malformed field of a checkpoint state."""
+
+    def fault(problem: str) -> CorruptFileError:
+        return CorruptFileError(f"{path}: {problem}; delete {path.parent} to start over")
+
+    if not isinstance(state, dict):
+        raise fault(f"holds a JSON {type(state).__name__}, not an object")
+    for key, kind in CHECKPOINT_SCHEMA.items():
+        if key not in state:
+            raise fault(f"field {key!r} is missing")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise fault(f"field {key!r} is {type(state[key]).__name__}, expected {getattr(kind, '__name__', kind)}")
+    done = state["tasks_done"]
+    if not 0 <= done == len(state["per_task"]):
+        raise fault(f"tasks_done={done} but it holds {len(state['per_task'])} task reports")
+    rows = state["acc_matrix"]
+    numbers = lambda row: all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in row)  # noqa: E731
+    if len(rows) > done or any(not isinstance(row, list) or not 0 < len(row) <= done or not numbers(row) for row in rows):
+        raise fault(f"acc_matrix is not at most {done} rows of at most {done} accuracies")
+    if not _TENSORS_FILE.fullmatch(state["tensors_file"]):
+        raise fault(f"tensors_file={state['tensors_file']!r} is not a checkpoint file name inside the run folder")
+    if not re.fullmatch(r"[0-9a-f]{64}", state["tensors_sha256"]):
+        raise fault("tensors_sha256 is not a SHA-256 digest")
+
+
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """``(tensors, state)`` of the checkpoint in ``directory``, or None if there is none."""
+    """``(tensors, state)`` of the checkpoint in ``directory``, or None if there is none.
+
+    The state is checked against ``CHECKPOINT_SCHEMA`` and the tensor file against its checksum
+    before it is read; any fault raises CorruptFileError naming the file."""
     directory = Path(directory)
     state_path = directory / CHECKPOINT_STATE
     if not state_path.exists():
         return None
     state = read_json(state_path)
-    tensor_path = directory / str(state.get("tensors_file"))
+    check_checkpoint_state(state, state_path)
+    tensor_path = directory / state["tensors_file"]
     if not tensor_path.is_file():
         raise CorruptFileError(f"{state_path} refers to {tensor_path}, which is missing; delete {directory} to start over")
-    if sha256(tensor_path) != state.get("tensors_sha256"):
+    if sha256(tensor_path) != state["tensors_sha256"]:
         raise CorruptFileError(
             f"{tensor_path} does not match the checksum in {state_path}: the checkpoint is corrupt; "
             f"delete {directory} to start over"
         )
-    return load_file(tensor_path), state
+    try:
+        return load_file(tensor_path), state
+    except Exception as error:  # safetensors raises its own error types
+        raise CorruptFileError(f"{tensor_path} is not a valid safetensors file ({error}); delete {directory} to start over") from error
+
+
+def remove_leftovers(directory: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left in ``directory`` (``.<name>.*.tmp``);
+    call it only while holding the folder's lock. Returns what was deleted."""
+    removed = sorted(Path(directory).glob(".*.tmp"))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(directory: str | Path):
+    """Hold ``<directory>/.lock`` exclusively for the block, so that two processes never work in one
+    run folder at once: the second waits (and says so), then finds the run as the first left it,
+    finished or checkpointed, instead of training it a second time."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process working in {directory} (it holds {directory / '.lock'})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def git_commit() -> str:

@@ -14,6 +14,7 @@ weights whose gradient is zero):
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,10 @@ def evaluate(model: nn.Module, dataset: Dataset, head: int, batch_size: int, dev
     return 100.0 * correct / max(total, 1)
 
 
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss; the message names the task and the epoch."""
+
+
 def fit(
     model: nn.Module,
     head: int,
@@ -178,6 +183,11 @@ def fit(
             "seconds": time.perf_counter() - epoch_start,
             "train_seconds": train_seconds,
         }
+        if not math.isfinite(row["loss"]):
+            raise DivergedError(
+                f"{desc or 'training'}: the training loss is {row['loss']} in epoch {epoch}/{epochs} (lr {row['lr']:.2e}); "
+                f"training stops here: lower lr, or check the data for non-finite values"
+            )
         report.history.append(row)
         report.epochs_run = epoch
         # One plain line per epoch, readable in headless logs where bars do not render.

@@ -100,7 +100,7 @@ plots.owner_map_image(owner, layer);
 # network, whose logits equal those recorded at freezing bit for bit.
 
 # %%
-packed_path = learner.write_packed(experiments.resolve(f"runs/{profile}/00_method_tour"))
+packed_path = learner.write_packed(experiments.profile_folder("runs", profile) / "00_method_tour")
 network = PackedNetwork.load(packed_path)
 probe = probe_batch(learner.scenario.tasks[0].test)
 identical = torch.equal(network(probe, 0), learner.probe_logits[0])

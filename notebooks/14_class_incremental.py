@@ -63,7 +63,7 @@ settings = experiments.settings(
 records = [
     record
     for scenario_settings, classic_epochs, scenario_methods in experiments.per_scenario(settings, scenarios, methods)
-    for record in experiments.class_incremental_runs(scenario_methods, seeds, scenario_settings, f"runs/{profile}", inference, classic_epochs)
+    for record in experiments.class_incremental_runs(scenario_methods, seeds, scenario_settings, experiments.profile_folder("runs", profile), inference, classic_epochs)
 ]
 notebook = experiments.notebook_results(
     "14_class_incremental", profile,

@@ -49,7 +49,7 @@ settings = experiments.settings(
 )
 runs, sweeps = [], []
 for seed in seeds:
-    learner = experiments.load_learner(experiments.method_config("ada_qpacknet_float", settings, seed), f"runs/{profile}")
+    learner = experiments.load_learner(experiments.method_config("ada_qpacknet_float", settings, seed), experiments.profile_folder("runs", profile))
     runs.append(learner.results())
     sweeps.append({"setting": tables.setting(runs[-1]), "scenario": scenario, "seed": seed, "rows": quantization_sweep(learner, quantizers, bits)})
 

@@ -61,7 +61,7 @@ settings = experiments.settings(
 configs = sparsity_configs(scenarios, variants, seeds, settings)  # every config checked before any run
 variant_runs = [
     {**run, "variant": name}
-    for (name, _), run in zip(configs, experiments.run_configs([config for _, config in configs], f"runs/{profile}"))
+    for (name, _), run in zip(configs, experiments.run_configs([config for _, config in configs], experiments.profile_folder("runs", profile)))
 ]
 
 # %%

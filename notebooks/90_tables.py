@@ -34,7 +34,7 @@ from adaqpacknet import experiments, report, tables
 # Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
 folder = experiments.results_file(results_path, profile, "90_tables").parent
 notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
-out = experiments.resolve(f"tables/{profile}")
+out = experiments.profile_folder("tables", profile)
 runs = tables.runs_frame(notebooks)
 sweep = tables.sweep_frame(notebooks)
 variants = tables.runs_frame(notebooks, section="variants")

@@ -31,7 +31,7 @@ plots.use_style()
 # Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
 folder = experiments.results_file(results_path, profile, "91_figures").parent
 notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
-out = experiments.resolve(f"figures/{profile}")
+out = experiments.profile_folder("figures", profile)
 sweep = tables.sweep_frame(notebooks)
 runs = tables.runs_frame(notebooks)
 figures = {

@@ -39,24 +39,25 @@ class ScenarioSpec:
     val_fraction: float
     default_model: str
     required_sources: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (C, H, W) of the images the tasks feed the network
 
 
-def _spec(kind: str, sources: tuple[str, ...], num_tasks: int, cpt: int, val: float, model: str) -> ScenarioSpec:
-    return ScenarioSpec(kind, sources, num_tasks, cpt, val, model, required_sources=sources)
+def _spec(kind: str, sources: tuple[str, ...], num_tasks: int, cpt: int, val: float, model: str, shape: tuple[int, int, int]) -> ScenarioSpec:
+    return ScenarioSpec(kind, sources, num_tasks, cpt, val, model, required_sources=sources, input_shape=shape)
 
 
 # Validation fractions follow WSN (10% permuted MNIST and TinyImageNet, 5% otherwise), except the
 # 8x8 digits scenarios: ~1437 training images would leave a tiny 5% validation split.
 SCENARIOS: dict[str, ScenarioSpec] = {
-    "permuted_mnist": _spec("permuted", ("mnist",), 10, 10, 0.1, "mlp"),
-    "permuted_fashion_mnist": _spec("permuted", ("fashion_mnist",), 10, 10, 0.1, "mlp"),
-    "permuted_digits": _spec("permuted", ("digits",), 10, 10, 0.1, "mlp"),
-    "split_cifar100": _spec("split", ("cifar100",), 10, 10, 0.05, "alexnet"),
-    "split_fashion_mnist": _spec("split", ("fashion_mnist",), 5, 2, 0.05, "small_conv"),
-    "split_digits": _spec("split", ("digits",), 5, 2, 0.1, "small_conv"),
+    "permuted_mnist": _spec("permuted", ("mnist",), 10, 10, 0.1, "mlp", (1, 28, 28)),
+    "permuted_fashion_mnist": _spec("permuted", ("fashion_mnist",), 10, 10, 0.1, "mlp", (1, 28, 28)),
+    "permuted_digits": _spec("permuted", ("digits",), 10, 10, 0.1, "mlp", (1, 8, 8)),
+    "split_cifar100": _spec("split", ("cifar100",), 10, 10, 0.05, "alexnet", (3, 32, 32)),
+    "split_fashion_mnist": _spec("split", ("fashion_mnist",), 5, 2, 0.05, "small_conv", (1, 28, 28)),
+    "split_digits": _spec("split", ("digits",), 5, 2, 0.1, "small_conv", (1, 8, 8)),
     "five_datasets": _spec("multi_dataset", ("cifar10", "mnist", "svhn", "fashion_mnist", "notmnist"),
-                           5, 10, 0.05, "resnet18_reduced"),
-    "tinyimagenet": _spec("split", ("tinyimagenet",), 40, 5, 0.1, "tinyimagenet_conv"),
+                           5, 10, 0.05, "resnet18_reduced", (3, 32, 32)),
+    "tinyimagenet": _spec("split", ("tinyimagenet",), 40, 5, 0.1, "tinyimagenet_conv", (3, 64, 64)),
 }
 
 

@@ -29,6 +29,7 @@ import json
 import os
 import struct
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-
 from tqdm import tqdm
+
+from ..results import CorruptFileError
 
 SOURCES: tuple[str, ...] = (
     "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "notmnist", "tinyimagenet", "digits",
@@ -134,18 +136,37 @@ def _split_fixed(images: torch.Tensor, labels: torch.Tensor) -> tuple[ImageSet, 
     return ImageSet(images[train_idx], labels[train_idx]), ImageSet(images[test_idx], labels[test_idx])
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read a uint8 IDX file (the MNIST format), gzip-compressed or not."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path} is not a uint8 IDX file")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} but holds {array.size} values")
-    return array.reshape(shape)
+# The MNIST family's IDX files: at most this many values are read from one (60,000 28x28 images
+# are 47 M); a header that claims more is refused before any payload is read.
+MAX_IDX_VALUES = 1 << 28
+
+
+def _read_idx(path: Path, item_shape: tuple[int, ...]) -> np.ndarray:
+    """Read a uint8 IDX file (the MNIST format), gzip-compressed or not, header first: its
+    dimensions must be (count, *item_shape) and its payload exactly that many bytes, read with a
+    bounded read (a small .gz cannot expand into gigabytes). Errors name the file."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08":
+                raise CorruptFileError(f"{path} is not a uint8 IDX file (magic bytes {magic.hex() or 'missing'})")
+            if magic[3] != 1 + len(item_shape):
+                raise CorruptFileError(f"{path} has {magic[3]} dimensions; expected {1 + len(item_shape)}")
+            header = f.read(4 * magic[3])
+            if len(header) < 4 * magic[3]:
+                raise CorruptFileError(f"{path}: the header is truncated")
+            count, *item = struct.unpack(f">{magic[3]}I", header)
+            if tuple(item) != item_shape:
+                raise CorruptFileError(f"{path} holds items of shape {tuple(item)}; expected {item_shape}")
+            size = count * int(np.prod(item_shape, dtype=np.int64))
+            if size > MAX_IDX_VALUES:
+                raise CorruptFileError(f"{path}: the header claims {count} items ({size} values, more than {MAX_IDX_VALUES})")
+            data = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise CorruptFileError(f"{path} cannot be read ({type(error).__name__}: {error}); a truncated or damaged file?") from error
+    if len(data) != size:
+        raise CorruptFileError(f"{path}: the header says {count} items of {item_shape} ({size} bytes) but the file holds {len(data) if len(data) <= size else 'more'}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(count, *item_shape)
 
 
 def _progress(iterable: Iterable, total: int, desc: str) -> Iterable:
@@ -347,9 +368,13 @@ def _load_mnist_family(name: str, root: Path, download: bool) -> Source:
             sets = []
             for split in ("train", "test"):
                 img_name, lab_name = _IDX_FILES[split]
-                images = torch.from_numpy(_read_idx(files[img_name]).copy()).unsqueeze(1)
-                labels = torch.from_numpy(_read_idx(files[lab_name]).astype(np.int64))
-                sets.append(ImageSet(images, labels))
+                images = _read_idx(files[img_name], (28, 28))
+                labels = _read_idx(files[lab_name], ())
+                if len(images) != len(labels):
+                    raise CorruptFileError(f"{files[img_name]} holds {len(images)} images but {files[lab_name]} {len(labels)} labels")
+                if labels.size and labels.max() >= len(cls.classes):
+                    raise CorruptFileError(f"{files[lab_name]} holds label {int(labels.max())}; {name} has classes 0..{len(cls.classes) - 1}")
+                sets.append(ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))))
             return Source(name, sets[0], sets[1], tuple(cls.classes))
     if not download:
         raise _not_found(name, root)
