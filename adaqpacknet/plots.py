@@ -66,16 +66,23 @@ def _empty(message: str) -> plt.Figure:
     return fig
 
 
-MARKERS = "osD^v<>PX*hp"
+MARKERS = "osD^v<>PX*"  # ten shapes, one per colour of the colour-blind palette
 
 
 def _method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """One colour and marker per method, the same in every panel: seaborn's colour-blind-safe
-    palette has 10 colours, so past the tenth method the colours repeat and the markers (all
-    different) tell the methods apart."""
+    """One colour and marker per method, the same in every panel. seaborn's colour-blind-safe
+    palette has 10 colours: past the tenth method a colour comes back, but with another shape,
+    drawn hollow, so that no two methods look alike (the 11th is a hollow blue '<', not a second
+    blue circle)."""
     names = list(dict.fromkeys(methods))
     colours = sns.color_palette("colorblind", 10)
-    return {name: {"color": colours[i % 10], "marker": MARKERS[i % len(MARKERS)]} for i, name in enumerate(names)}
+    styles = {}
+    for i, name in enumerate(names):
+        lap, k = divmod(i, len(colours))
+        styles[name] = {"color": colours[k], "marker": MARKERS[(k + 5 * lap) % len(MARKERS)]}
+        if lap % 2:
+            styles[name]["markerfacecolor"] = "white"
+    return styles
 
 
 def _legend_right(fig: plt.Figure, axes) -> None:
@@ -380,14 +387,15 @@ def storage(runs_table) -> plt.Figure:
                 ax.bar(x, group[column].mean(), width, yerr=group[column].std(ddof=0), color=colors[k], label=label if m == 0 else None)
                 if column == "packed_kib":
                     ax.hlines(group["bound_kib"].mean(), x - width / 2, x + width / 2, color="black", lw=1.2, label="entropy bound" if m == 0 else None)
-        ax.set_xticks(range(len(methods)), methods)
+        # Long method names side by side overlap: slanted, right-aligned under their group.
+        ax.set_xticks(range(len(methods)), methods, rotation=20, ha="right", rotation_mode="anchor")
         ax.set_yscale("log")
         ax.set_title(scenario)
         ax.set_ylabel("storage (KiB, log)")
     # One legend under the panels: inside, it would cover the bars.
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 

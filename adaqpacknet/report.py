@@ -63,8 +63,10 @@ def provenance(notebooks: Iterable[dict[str, Any]]) -> list[str]:
         f"- {len(runs)} runs; seeds {_values(runs, lambda r: r['seed'])}",
         f"- code: adaqpacknet {_values(env, lambda e: e['packages']['adaqpacknet'])}, "
         f"commit {_values(env, lambda e: e['git_commit'])} (of the process that started each run)",
-        f"- hardware: {_values(env, lambda e: e['device_name'])}, {_values(env, lambda e: e['cpu_count'])} CPU cores, "
-        f"device {_values(env, lambda e: e['device'])}, {_values(env, lambda e: e['torch_threads'])} torch thread(s) per run",
+        f"- hardware: {_values(env, lambda e: e.get('cpu_model', e['device_name']))} "
+        f"(torch CPU kernels: {_values(env, lambda e: e.get('cpu_capability', 'not recorded'))}), "
+        f"{_values(env, lambda e: e['cpu_count'])} CPU cores, device {_values(env, lambda e: e['device'])}, "
+        f"{_values(env, lambda e: e['torch_threads'])} torch thread(s) per run",
         f"- Python {_values(env, lambda e: e['python'])}; {versions}",
     ]
 
