@@ -60,7 +60,7 @@ def provenance(notebooks: Iterable[dict[str, Any]]) -> list[str]:
     packages = sorted({name for e in env for name, version in e["packages"].items() if version and name != "adaqpacknet"})
     versions = ", ".join(f"{name} {_values(env, lambda e, n=name: e['packages'][n])}" for name in packages)
     return [
-        f"- {len(runs)} runs; seeds {_values(runs, lambda r: r['seed'])}",
+        f"- {len(runs)} runs in T1-T3, T1b and T5 (T4 adds the single-head runs of notebook 14); seeds {_values(runs, lambda r: r['seed'])}",
         f"- code: adaqpacknet {_values(env, lambda e: e['packages']['adaqpacknet'])}, "
         f"commit {_values(env, lambda e: e['git_commit'])} (of the process that started each run)",
         f"- hardware: {_values(env, lambda e: e.get('cpu_model', e['device_name']))} "

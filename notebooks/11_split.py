@@ -40,7 +40,7 @@ data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
 
 # %%
-from adaqpacknet import experiments, tables
+from adaqpacknet import experiments, plots, tables
 
 settings = experiments.settings(
     overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
@@ -48,3 +48,12 @@ settings = experiments.settings(
 )
 results = experiments.scenario_notebook("11_split", profile, results_path, methods, seeds, settings, classic_epochs or None)
 tables.table_t1(tables.runs_frame([results]))
+
+# %% [markdown]
+# Each method's final accuracy on every task, and its accuracy matrices (the same figures as
+# notebook 91's, for this notebook's runs alone).
+
+# %%
+plots.use_style()
+plots.final_accuracy_per_task([results])
+plots.accuracy_matrices([results]);

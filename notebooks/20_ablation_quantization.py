@@ -40,7 +40,7 @@ data_root: str = "data"
 overrides: list = []  # any other Config field as "key=value"
 
 # %%
-from adaqpacknet import experiments, tables
+from adaqpacknet import experiments, plots, tables
 from adaqpacknet.ablations import quantization_sweep
 
 settings = experiments.settings(
@@ -59,6 +59,10 @@ results = experiments.notebook_results(
     runs=runs, sweeps=sweeps,
 )
 tables.table_t2(tables.sweep_frame([results]))
+
+# %%
+plots.use_style()
+plots.accuracy_vs_bits(tables.sweep_frame([results]));
 
 # %%
 experiments.write_notebook_results(experiments.results_file(results_path, profile, "20_ablation_quantization"), results);

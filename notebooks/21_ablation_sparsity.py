@@ -51,7 +51,7 @@ data_root: str = "data"
 overrides: list = []  # any other Config field as "key=value"
 
 # %%
-from adaqpacknet import experiments, tables
+from adaqpacknet import experiments, plots, tables
 from adaqpacknet.ablations import sparsity_configs
 
 settings = experiments.settings(
@@ -70,6 +70,10 @@ results = experiments.notebook_results(
     {"scenarios": scenarios, "seeds": seeds, "variants": variants, "settings": settings}, variants=variant_runs,
 )
 tables.table_sparsity(tables.runs_frame([results], section="variants"))
+
+# %%
+plots.use_style()
+plots.capacity_ablation([results]);
 
 # %%
 experiments.write_notebook_results(experiments.results_file(results_path, profile, "21_ablation_sparsity"), results);

@@ -55,7 +55,7 @@ def test_results_page_lists_provenance_tables_in_order_and_relative_figure_links
     tables = {"t2": tmp_path / "t2.md", "t1b": tmp_path / "t1b.md", "t1": tmp_path / "t1.md"}
     figures = {"storage": ["figures/p/storage.pdf", "figures/p/storage.png"]}
     page = report.results_page("p", notebooks, tables, figures, PACKAGE_ROOT / "tables" / "p" / "RESULTS.md")
-    assert "- 2 runs; seeds 0, 1" in page
+    assert "- 2 runs in T1-T3, T1b and T5 (T4 adds the single-head runs of notebook 14); seeds 0, 1" in page
     assert "commit abc1234, def5678" in page
     assert "Python 3.11.7; kmeans1d 0.5.0, torch 2.14.1" in page  # a package no run had is not listed
     assert page.index("## T1\n\nfirst caption\n\n| a |") < page.index("## T1b\n\nablation") < page.index("## T2\n")
