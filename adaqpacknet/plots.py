@@ -72,8 +72,8 @@ MARKERS = "osD^v<>PX*"  # ten shapes, one per colour of the colour-blind palette
 def _method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
     """One colour and marker per method, the same in every panel. seaborn's colour-blind-safe
     palette has 10 colours: past the tenth method a colour comes back, but with another shape,
-    drawn hollow, so that no two methods look alike (the 11th is a hollow blue '<', not a second
-    blue circle)."""
+    drawn hollow, on a dashed line, so that no two methods look alike (the 11th is a hollow blue
+    '<' on a dashed line, not a second blue circle on a solid one)."""
     names = list(dict.fromkeys(methods))
     colours = sns.color_palette("colorblind", 10)
     styles = {}
@@ -81,7 +81,7 @@ def _method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
         lap, k = divmod(i, len(colours))
         styles[name] = {"color": colours[k], "marker": MARKERS[(k + 5 * lap) % len(MARKERS)]}
         if lap % 2:
-            styles[name]["markerfacecolor"] = "white"
+            styles[name].update(markerfacecolor="white", linestyle="--")
     return styles
 
 
@@ -273,7 +273,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
             run = min(runs, key=lambda r: r["seed"])
             for layer, linestyle in zip(run["per_task"][0]["prune_ratios"], itertools.cycle(("-", "--", ":", "-."))):
                 ratios = [t["prune_ratios"][layer] for t in run["per_task"]]
-                ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, linestyle=linestyle, ms=3, label=f"{method}, {layer}", **styles[method])
+                ax_ratio.plot(np.arange(1, len(ratios) + 1), ratios, ms=3, label=f"{method}, {layer}", **{**styles[method], "linestyle": linestyle})
         max_bits = max(r["config"]["max_bits"] for runs in methods.values() for r in runs)
         ax_bits.set_ylim(0, max_bits + 0.5)  # a constant width must not get a zoomed-in axis
         ax_bits.set_ylabel(f"{scenario.replace(' (', chr(10) + '(')}\nbits per weight", fontsize=7)
@@ -301,7 +301,7 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
         for method, group in rows.groupby("method", sort=False):
             ax.errorbar(
                 group["size_kib"].mean(), group["acc"].mean(), xerr=group["size_kib"].std(ddof=0),
-                yerr=group["acc"].std(ddof=0), capsize=2, label=method, linestyle="none", **styles[method],
+                yerr=group["acc"].std(ddof=0), capsize=2, label=method, **{**styles[method], "linestyle": "none"},
             )
         ax.set_xscale("log")
         ax.set_title(scenario)
