@@ -43,8 +43,8 @@ METHODS = ("ada_qpacknet", "packnet", "wsn", "independent", "joint", *AVALANCHE_
 # "per_task": one head per task, the task id given at test time (task-incremental); "single": one
 # head over every class, trained and tested without task ids (class-incremental, classic methods).
 HEADS = ("per_task", "single")
-# Seeds seed numpy too, which takes 32-bit seeds; every task re-seeds from (seed, task).
-MAX_SEED = 2**31 - 1
+# torch.manual_seed takes seeds below 2^64 (each task re-seeds from (seed, task), reduced mod 2^63).
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -161,10 +161,13 @@ class Config:
                 f"one head per task (its class-incremental accuracy comes from task inference: adaqpacknet.task_inference)"
             )
         if self.num_tasks is not None:
-            # Permuted scenarios take as many tasks as the owner maps can name; the others have theirs.
+            # A split or multi-dataset scenario has its number of tasks; permutations are endless,
+            # but an owner map names at most MAX_TASKS tasks.
             spec = SCENARIO_SPECS[self.scenario]
-            most = MAX_TASKS if spec.kind == "permuted" else spec.num_tasks
-            _in_range("num_tasks", self.num_tasks, 1, most + 1, f"1..{most} for {self.scenario}")
+            if spec.kind != "permuted":
+                _in_range("num_tasks", self.num_tasks, 1, spec.num_tasks + 1, f"1..{spec.num_tasks} for {self.scenario}")
+            elif self.method in ("ada_qpacknet", "packnet"):
+                _in_range("num_tasks", self.num_tasks, 1, MAX_TASKS + 1, f"1..{MAX_TASKS} for {self.scenario} (owner ids of {self.method})")
         _in_range("seed", self.seed, 0, MAX_SEED + 1, f"0..{MAX_SEED}")
         if self.model != "auto":
             shape = SCENARIO_SPECS[self.scenario].input_shape

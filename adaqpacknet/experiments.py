@@ -43,16 +43,9 @@ METHODS: dict[str, dict[str, Any]] = {
 
 
 def resolve(path: str | Path) -> Path:
-    """A path relative to the repository root (notebooks run with another working directory).
-
-    A relative path must stay inside the repository: a notebook's ``profile`` of "../x" must not
-    make it write elsewhere. An absolute path is the caller's explicit choice and is kept."""
+    """A path relative to the repository root (notebooks run with another working directory)."""
     path = Path(path).expanduser()
-    if path.is_absolute():
-        return path
-    if ".." in path.parts and not (PACKAGE_ROOT / path).resolve().is_relative_to(PACKAGE_ROOT.resolve()):
-        raise ValueError(f"{str(path)!r} leads outside the repository {PACKAGE_ROOT}; give a path inside it (or an absolute path)")
-    return PACKAGE_ROOT / path
+    return path if path.is_absolute() else PACKAGE_ROOT / path
 
 
 def config_hash(config: Config) -> str:
@@ -250,7 +243,7 @@ def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[
     packed = PackedNetwork.load(folder / PACKED_FILE, device=device)
     matrix = results.get("acc_matrix") if isinstance(results, dict) else None
     final = matrix[-1] if isinstance(matrix, list) and matrix and isinstance(matrix[-1], list) else None
-    if final is None or len(final) != packed.num_tasks or not all(isinstance(a, (int, float)) for a in final):
+    if final is None or len(final) != packed.num_tasks or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in final):
         raise CorruptFileError(f"{results_path}: 'acc_matrix' has no final row of {packed.num_tasks} accuracies (the packed file's tasks)")
     missing = [f"task{i}/logits" for i in range(packed.num_tasks) if f"task{i}/logits" not in probes]
     if missing:

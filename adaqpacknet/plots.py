@@ -72,8 +72,8 @@ MARKERS = "osD^v<>PX*"  # ten shapes, one per colour of the colour-blind palette
 def _method_styles(methods: Iterable[str]) -> dict[str, dict[str, Any]]:
     """One colour and marker per method, the same in every panel. seaborn's colour-blind-safe
     palette has 10 colours: past the tenth method a colour comes back, but with another shape,
-    drawn hollow, on a dashed line, so that no two methods look alike (the 11th is a hollow blue
-    '<' on a dashed line, not a second blue circle on a solid one)."""
+    drawn hollow, on a dashed line, so that no two of twenty methods look alike (the 11th is a
+    hollow blue '<' on a dashed line, not a second blue circle on a solid one)."""
     names = list(dict.fromkeys(methods))
     colours = sns.color_palette("colorblind", 10)
     styles = {}

@@ -12,6 +12,7 @@ write the same bytes (timings in T3 aside).
 
 from __future__ import annotations
 
+import json
 import re
 from os.path import relpath
 from pathlib import Path
@@ -53,7 +54,9 @@ def _values(runs: list[dict[str, Any]], read) -> str:
 def provenance(notebooks: Iterable[dict[str, Any]]) -> list[str]:
     """Where the numbers came from, as the runs recorded it: one Markdown bullet per fact."""
     notebooks = list(notebooks)
-    runs = [run for section in ("runs", "variants") for _, run in unique_runs(notebooks, section)]
+    # One run may stand in several sections (T1b's reference and budget rows are T1's runs): by config.
+    found = {json.dumps(run["config"], sort_keys=True): run for section in ("runs", "variants") for _, run in unique_runs(notebooks, section)}
+    runs = list(found.values())
     if not runs:
         return ["- no runs in these results"]
     env = [run["environment"] for run in runs]

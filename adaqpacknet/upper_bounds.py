@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from .data import Scenario
 from .models import MultiHeadNet, build_model
 from .ownership import prunable_layers
 from .results import write_json
-from .training import evaluate, fit, loader
+from .training import DivergedError, evaluate, fit, loader
 
 
 class PerTaskNetworks(nn.Module):
@@ -169,6 +170,7 @@ class Joint(ContinualLearner):
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
             epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=self.device)  # on the device: no synchronisation per step
             for x, y, task_of in loader(data, cfg.batch_size, shuffle=True, generator=generator):
                 x, y, task_of = x.to(self.device), y.to(self.device), task_of.to(self.device)
                 features = self.model.body(x)
@@ -178,6 +180,12 @@ class Joint(ContinualLearner):
                 optimizer.zero_grad(set_to_none=False)
                 loss.backward()
                 optimizer.step()
+                loss_sum += loss.detach()
+            if not math.isfinite(float(loss_sum)):
+                raise DivergedError(
+                    f"joint training: the training loss is {float(loss_sum)} in epoch {epoch}/{cfg.epochs} (lr {optimizer.param_groups[0]['lr']:.2e}); "
+                    f"training stops here: lower lr, or check the data for non-finite values"
+                )
             val = [evaluate(self.model, t.val, i, cfg.eval_batch_size, self.device) for i, t in enumerate(tasks)]
             mean_val = sum(val) / len(val)
             scheduler.step(mean_val)

@@ -294,7 +294,7 @@ def test_stratified_split_disjoint_and_exact():
 def test_permuted_scenario():
     scenario = build_scenario("permuted_digits", num_tasks=4, seed=3)
     assert scenario.num_tasks == 4 and scenario.classes_per_task == (10,) * 4
-    assert scenario.input_shape == (1, 8, 8) and scenario.default_model == "mlp"
+    assert scenario.input_shape == (1, 8, 8) == SCENARIOS["permuted_digits"].input_shape and scenario.default_model == "mlp"
     perms = [t.train.transform.permutation for t in scenario.tasks]
     for perm in perms:
         assert torch.equal(perm.sort().values, torch.arange(64))  # a bijection
@@ -325,7 +325,7 @@ def test_split_scenario(tmp_path, monkeypatch):
     scenario = build_scenario("split_fashion_mnist", root=tmp_path, val_fraction=0.2)
     source = load_source("fashion_mnist", tmp_path)
     assert len(set(key_list(source.train.images))) == len(source.train)  # the fakes' images are distinct
-    assert scenario.num_tasks == 5 and scenario.input_shape == (1, 28, 28)
+    assert scenario.num_tasks == 5 and scenario.input_shape == (1, 28, 28) == SCENARIOS["split_fashion_mnist"].input_shape
     assert [t.classes for t in scenario.tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     assert scenario.tasks[1].name == "classes 2-3"
     seen: set[int] = set()
@@ -353,7 +353,7 @@ def test_split_scenario(tmp_path, monkeypatch):
 
 def test_split_digits_default_val_and_shuffled_order():
     fixed = build_scenario("split_digits")
-    assert fixed.default_model == "small_conv" and fixed.input_shape == (1, 8, 8)
+    assert fixed.default_model == "small_conv" and fixed.input_shape == (1, 8, 8) == SCENARIOS["split_digits"].input_shape
     n_train = sum(len(t.train) + len(t.val) for t in fixed.tasks)
     assert abs(sum(len(t.val) for t in fixed.tasks) - 0.1 * n_train) < 10
     shuffled = build_scenario("split_digits", class_order="shuffled", seed=5)
@@ -475,6 +475,8 @@ def test_generated_root_serves_every_paper_scenario(paper_root):
         sizes[scenario] = [(len(t.train), len(t.val), len(t.test)) for t in built.tasks]
         x, y = built.tasks[1].train.__getitems__(list(range(4)))
         assert x.shape == (4, *built.input_shape) and torch.isfinite(x).all()
+        # Config checks a network against the spec's shape before any data is read: it must be the data's.
+        assert built.input_shape == SCENARIOS[scenario].input_shape, scenario
     # default per_class 8, test max(2, 8 // 4) = 2; one validation image per class
     assert sizes == {"permuted_mnist": [(70, 10, 20)] * 2, "split_cifar100": [(70, 10, 20)] * 2,
                      "five_datasets": [(70, 10, 20)] * 2, "tinyimagenet": [(35, 5, 10)] * 2}

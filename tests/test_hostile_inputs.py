@@ -273,10 +273,10 @@ def test_the_valid_idx_files_load(tmp_path, monkeypatch):
 CONFIG_CASES = {
     "infinite weight decay": ({"weight_decay": float("inf")}, "weight_decay=inf must be a finite number"),
     "NaN weight decay": ({"weight_decay": float("nan")}, "weight_decay=nan must be a finite number"),
-    "more permuted tasks than owner ids": ({"num_tasks": 300}, r"num_tasks=300 is outside the valid range 1..255"),
+    "more permuted tasks than owner ids": ({"num_tasks": 300}, r"num_tasks=300 is outside the valid range 1..255 for permuted_fashion_mnist \(owner ids of ada_qpacknet\)"),
     "more split tasks than the classes allow": ({"scenario": "split_fashion_mnist", "num_tasks": 6}, "num_tasks=6 is outside the valid range 1..5"),
     "negative seed": ({"seed": -1}, "seed=-1 is outside the valid range"),
-    "seed beyond 32 bits": ({"seed": 2**40}, "seed=1099511627776 is outside the valid range"),
+    "seed beyond 64 bits": ({"seed": 2**64}, "seed=18446744073709551616 is outside the valid range"),
     "a network for other inputs": ({"scenario": "split_digits", "model": "alexnet"}, r"model='alexnet' cannot take split_digits's \(1, 8, 8\) inputs"),
 }
 
@@ -298,11 +298,6 @@ def test_a_profile_is_a_simple_name(profile):
     for kind in ("runs", "results", "tables", "figures"):
         refused(lambda: experiments.profile_folder(kind, profile), ValueError, f"profile={re.escape(repr(profile))} is not a profile name")
     refused(lambda: experiments.results_file("", profile, "10_permuted"), ValueError, "is not a profile name")
-
-
-@pytest.mark.parametrize("path", ["../elsewhere/x.json", "results/../../x.json"])
-def test_a_relative_path_cannot_lead_outside_the_repository(path):
-    refused(lambda: experiments.resolve(path), ValueError, "leads outside the repository")
 
 
 def test_a_non_finite_loss_stops_training_naming_the_task_and_epoch():

@@ -44,14 +44,18 @@ def _run(seed, commit="abc1234"):
         "python": "3.11.7", "device": "cpu", "device_name": "x86_64", "cpu_count": 2, "torch_threads": 1,
         "git_commit": commit, "packages": {"torch": "2.14.1", "kmeans1d": "0.5.0", "avalanche-lib": None, "adaqpacknet": "0.1.0"},
     }
-    return {"scenario": "s", "model": "mlp", "num_tasks": 2, "method": "ada_qpacknet", "seed": seed, "acc": 90.0 + seed, "environment": env}
+    return {
+        "scenario": "s", "model": "mlp", "num_tasks": 2, "method": "ada_qpacknet", "seed": seed, "acc": 90.0 + seed,
+        "environment": env, "config": {"seed": seed},
+    }
 
 
 def test_results_page_lists_provenance_tables_in_order_and_relative_figure_links(tmp_path):
     (tmp_path / "t2.md").write_text("T2: second caption\n\n| b |\n")
     (tmp_path / "t1b.md").write_text("T1b: ablation\n\n| c |\n")
     (tmp_path / "t1.md").write_text("T1: first caption\n\n| a |\n")
-    notebooks = [{"notebook": "10", "runs": [_run(0), _run(1, "def5678")]}]
+    # Seed 0's run also stands in an ablation's variants under another label: it is one run.
+    notebooks = [{"notebook": "10", "runs": [_run(0), _run(1, "def5678")]}, {"notebook": "21", "variants": [{**_run(0), "variant": "reference"}]}]
     tables = {"t2": tmp_path / "t2.md", "t1b": tmp_path / "t1b.md", "t1": tmp_path / "t1.md"}
     figures = {"storage": ["figures/p/storage.pdf", "figures/p/storage.png"]}
     page = report.results_page("p", notebooks, tables, figures, PACKAGE_ROOT / "tables" / "p" / "RESULTS.md")
