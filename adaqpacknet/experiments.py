@@ -7,6 +7,7 @@ folder of its own.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import re
@@ -139,6 +140,10 @@ def run_configs(configs: list[Config], runs_root: str | Path) -> list[dict[str, 
     for number, config in enumerate(configs, start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
         results.append(run_learner(learner_for(config), run_dir(config, runs_root)))
+        # A classic strategy's learner sits in reference cycles (avalanche's strategy and plugins)
+        # that hold its tasks as float tensors, 1.6 GB on permuted Fashion-MNIST: collected only
+        # when the cyclic collector runs, 21 of them took a notebook to 15 GB. Collect each at once.
+        gc.collect()
     return results
 
 
@@ -188,6 +193,8 @@ def class_incremental_runs(
                 "method": config.label, "scenario": config.scenario, "model": learner.model_name, "seed": config.seed,
                 "num_tasks": len(learner.per_task), "inference": name, "config": config.to_dict(), **report,
             })
+        del learner
+        gc.collect()  # as in run_configs: a classic learner's cycles hold its data until collected
     return records
 
 
