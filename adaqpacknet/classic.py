@@ -7,6 +7,11 @@ module is the thin adapter: each of the scenario's tasks becomes an avalanche ex
 mix tasks, from replay buffers and GEM memories, are split by task), and after every experience the
 accuracy of every seen task is re-measured by the package's own ``evaluate``, as for every method.
 
+Every strategy but ``avalanche_packnet`` trains with the package's validation schedule
+(``_validation_schedule``: lr reset each task and reduced on validation plateaus, the best validation
+epoch kept), and its results hold the final network's validation accuracy, by which notebooks 10-13
+choose its key hyperparameter (``experiments.CLASSIC_GRID``).
+
 With ``heads="single"`` a classic strategy is trained class-incrementally instead: one head over
 every class, global labels, no task labels, and its accuracy matrix measured over all the classes
 seen so far (``task_inference``).
@@ -36,6 +41,7 @@ from .data import Scenario
 from .models import MultiHeadNet, build_model
 from .packing import layout_bytes
 from .task_inference import ONE_HEAD, class_offsets, evaluate_step
+from .training import evaluate
 
 
 def _avalanche():
@@ -55,6 +61,7 @@ def _avalanche():
         _make_taskaware_tensor_classification_dataset,
     )
     from avalanche.models.dynamic_modules import MultiTaskModule
+    from avalanche.core import SupervisedPlugin
     from avalanche.models.packnet import PackNetModel, PackNetPlugin, WeightAndBiasPackNetModule
     from avalanche.training import plugins, supervised
 
@@ -71,6 +78,7 @@ def _avalanche():
         "PackNetLayer": WeightAndBiasPackNetModule,
         "plugins": plugins,
         "supervised": supervised,
+        "SupervisedPlugin": SupervisedPlugin,
     }
 
 
@@ -88,6 +96,47 @@ def _record_si_weights_by_copy(plugin: type) -> None:
             target[name].data = param.detach().flatten().to("cpu", copy=True)
 
     plugin.extract_weights = staticmethod(extract_weights)
+
+
+def _validation_schedule(learner: "ClassicStrategy", base: type):
+    """An avalanche plugin that gives a classic strategy the package's validation schedule (``fit``):
+    each task starts at the configured lr, the lr is multiplied by ``lr_factor`` after ``lr_patience``
+    epochs without a gain in the task's validation accuracy, early stopping when configured, and the
+    weights of the epoch with the best validation accuracy are put back when the task ends. It must
+    come first among the strategy's plugins: EWC's importances, SI's, LwF's teacher and the replay
+    and GEM memories are then taken from the kept weights (avalanche appends its own plugins after
+    those it is given)."""
+    cfg = learner.config
+
+    class ValidationSchedule(base):
+        def before_training_exp(self, strategy, *args, **kwargs) -> None:
+            # avalanche keeps one optimizer for every task: start each at the configured lr.
+            for group in strategy.optimizer.param_groups:
+                group["lr"] = cfg.lr
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                strategy.optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience - 1
+            )
+            self.index = strategy.experience.current_experience
+            self.best, self.best_epoch, self.flat, self.history = -1.0, 0, 0, []
+            self.best_state = None
+
+        def after_training_epoch(self, strategy, *args, **kwargs) -> None:
+            accuracy = learner.validation_accuracy(self.index)
+            strategy.model.train()
+            self.scheduler.step(accuracy)
+            self.history.append({"epoch": len(self.history) + 1, "val_accuracy": accuracy, "lr": strategy.optimizer.param_groups[0]["lr"]})
+            if accuracy > self.best:
+                self.best, self.best_epoch, self.flat = accuracy, len(self.history), 0
+                self.best_state = {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
+            else:
+                self.flat += 1
+                if cfg.early_stop_patience and self.flat >= cfg.early_stop_patience:
+                    strategy.stop_training()
+
+        def after_training_exp(self, strategy, *args, **kwargs) -> None:
+            learner.model.load_state_dict(self.best_state)
+
+    return ValidationSchedule()
 
 
 def _wrapper(net: MultiHeadNet, classes: int, multi_task_module: type) -> nn.Module:
@@ -277,8 +326,6 @@ class ClassicStrategy(ContinualLearner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no loggers specified": on purpose, we evaluate ourselves
             common["evaluator"] = plugins.EvaluationPlugin(loggers=[])
-            if cfg.method == "naive":
-                return supervised.Naive(**common)
             if cfg.method == "avalanche_packnet":
                 # Through Naive: avalanche's PackNet strategy drops the plugins it is given. Pruning
                 # after ``epochs``, then ``finetune_epochs`` more: the package's PackNet schedule.
@@ -288,6 +335,10 @@ class ClassicStrategy(ContinualLearner):
                     prune_proportion=[cfg.prune_ratio(i) for i in range(self.scenario.num_tasks)],
                 )
                 return supervised.Naive(**common, plugins=[packnet])
+            self.schedule = _validation_schedule(self, self.avl["SupervisedPlugin"])
+            common["plugins"] = [self.schedule]  # first: avalanche appends a strategy's own plugins
+            if cfg.method == "naive":
+                return supervised.Naive(**common)
             if cfg.method == "ewc":
                 return supervised.EWC(**common, ewc_lambda=cfg.ewc_lambda, mode="separate")
             if cfg.method == "si":
@@ -295,8 +346,8 @@ class ClassicStrategy(ContinualLearner):
                 # are None while another task trains (they are task-private anyway). A single head is
                 # shared by every task: it is regularised like the body.
                 excluded = [] if cfg.heads == "single" else ["net.heads"]
-                si = plugins.SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=excluded)
-                return supervised.Naive(**common, plugins=[si])
+                common["plugins"].append(plugins.SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=excluded))
+                return supervised.Naive(**common)
             if cfg.method == "lwf":
                 return supervised.LwF(**common, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature)
             if cfg.method == "replay":
@@ -321,9 +372,21 @@ class ClassicStrategy(ContinualLearner):
             "epochs_run": self.config.epochs + (self.config.finetune_epochs if self.config.method == "avalanche_packnet" else 0),
             "timings": {"train_s": seconds, "total_s": seconds},
         }
+        if self.config.method != "avalanche_packnet":
+            history = self.schedule.history
+            report.update(epochs_run=len(history), best_epoch=self.schedule.best_epoch, val_accuracy=self.schedule.best, history=history)
         self.per_task.append(report)
         print(f"task {index + 1} ({self.config.method}): trained in {seconds:.1f}s", flush=True)
         return report
+
+    def validation_accuracy(self, index: int) -> float:
+        """Accuracy (%) of task ``index`` (0-based) on its validation split: with its own head, or
+        over every class of the single head (labels offset by the classes of the tasks before it)."""
+        val = self.scenario.tasks[index].val
+        if self.config.heads == "single":
+            offset = int(class_offsets(self.scenario)[index])
+            return evaluate(self.model, val, 0, self.config.eval_batch_size, self.device, label_offset=offset)
+        return evaluate(self.model, val, index, self.config.eval_batch_size, self.device)
 
     def evaluate_seen(self) -> list[float]:
         if self.config.heads == "single":
@@ -347,7 +410,11 @@ class ClassicStrategy(ContinualLearner):
 
     def method_results(self) -> dict[str, Any]:
         if self.config.method != "avalanche_packnet":
-            return {}
+            # The final network on every task's validation split: what a hyperparameter is chosen by
+            # (experiments.select_on_validation), as the test accuracy matrix's last row is ACC.
+            per_task = [self.validation_accuracy(i) for i in range(len(self.per_task))]
+            self.model.eval()
+            return {"validation": {"acc_per_task": per_task, "acc": sum(per_task) / len(per_task) if per_task else None}}
         maps = avalanche_owner_maps(self.model)
         owned = {name: int((m != 0).sum()) for name, m in maps.items()}
         total = sum(m.numel() for m in maps.values())
@@ -360,5 +427,5 @@ class ClassicStrategy(ContinualLearner):
         if self.config.method == "avalanche_packnet":
             heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
             body = sum(m.numel() for m in avalanche_owner_maps(self.model).values())
-            return layout_bytes(body, heads)["packnet"], "PackNet: float32 body weights + uint8 owner map + float32 heads"
+            return layout_bytes(body, heads)["packnet_raw"], "PackNet's own layout: float32 body weights + uint8 owner map + float32 heads"
         return float32_bytes(self.model.body, *self.model.heads[: len(self.per_task)]), "one float32 network with every learned head (buffers and regularisation state not counted)"

@@ -7,8 +7,10 @@ folder of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -25,7 +27,7 @@ from .task_inference import CRITERIA, check_class_incremental, class_incremental
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, CorruptFileError, read_json, write_json
 from .training import evaluate
 
-NOTEBOOK_SCHEMA_VERSION = 2  # 2: class-incremental records name their inference, protocol and batch size
+NOTEBOOK_SCHEMA_VERSION = 3  # 3: scenario notebooks record their classic strategies' tuning; 2: class-incremental inference names
 
 # Each method is a set of Config changes on top of a notebook's settings.
 METHODS: dict[str, dict[str, Any]] = {
@@ -40,6 +42,25 @@ METHODS: dict[str, dict[str, Any]] = {
     **{name: {"method": name} for name in AVALANCHE_METHODS},
     # Class-incremental: one head over every class, no task ids (adaqpacknet.task_inference).
     **{f"{name}_single_head": {"method": name, "heads": "single"} for name in CLASSIC_METHODS},
+}
+
+
+# The key hyperparameter of each classic strategy and the factors of its configured value tried on
+# validation (the `tune` parameter of notebooks 10-13; None there means this grid, {} no tuning). A
+# factor scales the run's own setting (an int setting is rounded), so one grid serves a profile's
+# memories of 256 and the paper's of 1000. Each point is a run of its own; each seed keeps the point
+# whose final network has the best mean validation accuracy over the tasks (select_on_validation),
+# as Ada-QPacknet chooses its ratios and bits on validation. EWC's and SI's lambdas go up from the
+# ContinualAI baselines' 1.0 (avalanche's importances are small); memories are tried smaller and
+# larger except GEM's, whose cost grows with it (its profile value is the time budget's upper end).
+# LwF's temperature stays at its setting: one key per strategy keeps the grid at three runs a seed.
+CLASSIC_GRID: dict[str, dict[str, list[float]]] = {
+    "ewc": {"ewc_lambda": [1, 10, 100]},
+    "si": {"si_lambda": [1, 10, 100]},
+    "lwf": {"lwf_alpha": [0.5, 1, 2]},
+    "replay": {"replay_mem_size": [0.5, 1, 2]},
+    "gem": {"gem_patterns_per_exp": [0.25, 0.5, 1]},
+    "agem": {"agem_patterns_per_exp": [0.5, 1, 2]},
 }
 
 
@@ -78,11 +99,75 @@ def method_config(method: str, settings: dict[str, Any], seed: int, classic_epoc
     return Config.from_dict({**settings, **METHODS[method], "seed": seed})
 
 
+def tuning_grid(tune: dict[str, dict[str, list]] | None, methods: list[str]) -> dict[str, list[dict[str, float]]]:
+    """``tune`` (None = CLASSIC_GRID) as method -> its points, each ``{Config field: factor}``, for
+    the ``methods`` it names; a method that is not a classic strategy, a field that is not a numeric
+    Config field or a factor that is not a positive number is an error."""
+    tune = CLASSIC_GRID if tune is None else tune
+    if not isinstance(tune, dict):
+        raise ValueError(f"tune={tune!r} must map a classic strategy to {{Config field: [values]}} (None = the default grid)")
+    points = {}
+    for method, fields in tune.items():
+        if method not in CLASSIC_METHODS:
+            raise ValueError(f"tune names {method!r}: only the classic strategies are tuned ({', '.join(CLASSIC_METHODS)})")
+        if not isinstance(fields, dict) or not fields or not all(isinstance(v, list) and v for v in fields.values()):
+            raise ValueError(f"tune[{method!r}]={fields!r} must map Config fields to non-empty lists of values")
+        numeric = {f.name for f in dataclasses.fields(Config) if f.type in ("int", "float")}
+        unknown = sorted(set(fields) - numeric)
+        if unknown:
+            raise ValueError(f"tune[{method!r}] names {unknown}, which are not numeric Config fields")
+        bad = [v for values in fields.values() for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
+        if bad:
+            raise ValueError(f"tune[{method!r}] has factors {bad}: each must be a number > 0 (a factor of the configured value)")
+        if method in methods:
+            points[method] = [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
+    return points
+
+
 def method_configs(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], classic_epochs: int | None = None
+    methods: list[str], seeds: list[int], settings: dict[str, Any], classic_epochs: int | None = None,
+    tune: dict[str, dict[str, list]] | None = {},
 ) -> list[Config]:
-    """The Config of every (method, seed), methods outermost; every one is validated here."""
-    return [method_config(m, settings, s, classic_epochs) for m in methods for s in seeds]
+    """The Config of every (method, seed), methods outermost; every one is validated here. A method
+    that ``tune`` names (``tuning_grid``) has one config per point of its grid and seed."""
+    grid = tuning_grid(tune, methods)
+    configs = []
+    for method in methods:
+        for point in grid.get(method, [{}]):
+            for seed in seeds:
+                config = method_config(method, settings, seed, classic_epochs)
+                configs.append(config.replace(**{field: _scaled(getattr(config, field), factor) for field, factor in point.items()}))
+    return configs
+
+
+def _scaled(value: float, factor: float) -> float:
+    """``value`` times ``factor``, an int setting rounded to an int (a memory size)."""
+    return round(value * factor) if isinstance(value, int) else float(value * factor)
+
+
+def select_on_validation(runs: list[dict[str, Any]], tune: dict[str, dict[str, list]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The runs with each tuned strategy's best grid point per seed, in their order, and one record
+    per (strategy, seed): every point's final validation accuracy (the choice) and test accuracy
+    (reported, never used), and the chosen point. On a tie the earlier point of the grid is kept."""
+    grid = tuning_grid(tune, sorted({r["method"] for r in runs}))
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        if run["method"] in grid:
+            groups.setdefault((run["method"], run["seed"]), []).append(run)
+    chosen_ids, records = set(), []
+    for (method, seed), group in groups.items():
+        best = max(group, key=lambda r: r["validation"]["acc"])  # max keeps the first of equals
+        chosen_ids.add(id(best))
+        fields = list(grid[method][0])
+        records.append({
+            "method": method, "seed": seed, "scenario": best["scenario"], "fields": fields,
+            "points": [
+                {"values": {f: r["config"][f] for f in fields}, "validation_acc": r["validation"]["acc"], "test_acc": r["acc"]}
+                for r in group
+            ],
+            "chosen": {f: best["config"][f] for f in fields},
+        })
+    return [r for r in runs if r["method"] not in grid or id(r) in chosen_ids], records
 
 
 def per_scenario(
@@ -125,13 +210,14 @@ def results_file(results_path: str, profile: str, notebook: str) -> Path:
 
 
 def run_methods(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, classic_epochs: int | None = None
+    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, classic_epochs: int | None = None,
+    tune: dict[str, dict[str, list]] | None = {},
 ) -> list[dict[str, Any]]:
-    """Results of every (method, seed), each run resumed from its folder when it exists.
+    """Results of every (method, seed) and tuning point, each run resumed from its folder when it exists.
 
     Every config is built (and so validated) before the first run starts.
     """
-    return run_configs(method_configs(methods, seeds, settings, classic_epochs), runs_root)
+    return run_configs(method_configs(methods, seeds, settings, classic_epochs, tune), runs_root)
 
 
 def run_configs(configs: list[Config], runs_root: str | Path) -> list[dict[str, Any]]:
@@ -149,12 +235,15 @@ def run_configs(configs: list[Config], runs_root: str | Path) -> list[dict[str, 
 
 def scenario_notebook(
     notebook: str, profile: str, results_path: str, methods: list[str], seeds: list[int], settings: dict[str, Any],
-    classic_epochs: int | None = None,
+    classic_epochs: int | None = None, tune: dict[str, dict[str, list]] | None = None,
 ) -> dict[str, Any]:
-    """The body of every scenario notebook: run the methods over the seeds, write the results JSON."""
-    runs = run_methods(methods, seeds, settings, profile_folder("runs", profile), classic_epochs)
-    parameters = {"methods": methods, "seeds": seeds, "settings": settings, "classic_epochs": classic_epochs}
-    results = notebook_results(notebook, profile, parameters, runs=runs)
+    """The body of every scenario notebook: run the methods over the seeds (the classic strategies
+    over their grid, ``tuning_grid``), keep each tuned strategy's best point per seed on validation,
+    write the results JSON (``runs``: one per method and seed; ``tuning``: every point tried)."""
+    tried = run_methods(methods, seeds, settings, profile_folder("runs", profile), classic_epochs, tune)
+    runs, tuning = select_on_validation(tried, tune)
+    parameters = {"methods": methods, "seeds": seeds, "settings": settings, "classic_epochs": classic_epochs, "tune": tune}
+    results = notebook_results(notebook, profile, parameters, runs=runs, tuning=tuning)
     write_notebook_results(results_file(results_path, profile, notebook), results)
     return results
 

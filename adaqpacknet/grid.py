@@ -105,8 +105,8 @@ def run_settings(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def _methods_over_seeds(p: dict[str, Any]) -> list[Config]:
-    # 10-13 (scenario notebooks): every method, every seed.
-    return experiments.method_configs(p["methods"], p["seeds"], run_settings(p), p.get("classic_epochs") or None)
+    # 10-13 (scenario notebooks): every method, every seed, every point of a classic strategy's grid.
+    return experiments.method_configs(p["methods"], p["seeds"], run_settings(p), p.get("classic_epochs") or None, p.get("tune"))
 
 
 def _class_incremental(p: dict[str, Any]) -> list[Config]:

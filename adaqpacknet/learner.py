@@ -38,7 +38,7 @@ from .ownership import (
     show_task,
     show_training,
 )
-from .packing import PACKED_FILE, PROBES_FILE, layout_bytes, pack, probe_batch
+from .packing import PACKED_FILE, PROBES_FILE, pack, probe_batch
 from .pruning import budget_prune_ratios, magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
 from .results import write_bytes
@@ -327,11 +327,9 @@ class AdaQPacknet(ContinualLearner):
         self.probe_logits = {int(k[len("probe/"):]): v for k, v in tensors.items() if k.startswith("probe/")}
 
     def storage(self) -> tuple[int, str]:
-        if self.config.method == "packnet":
-            heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
-            body = sum(o.numel() for o in owner_maps(self.model).values())
-            return layout_bytes(body, heads)["packnet"], "PackNet: float32 body weights + uint8 owner map + float32 heads"
-        return self.pack()[1]["packed_bytes"], "the packed file on disk (entropy-coded owner maps and codes, codebooks, heads, metadata)"
+        # One rule for every owner-map method (PackNet too): its packed file, measured on disk.
+        stored = "float32 owned weights and heads" if self.config.quantizer == "none" else "codes and codebooks"
+        return self.pack()[1]["packed_bytes"], f"the packed file on disk (entropy-coded owner maps, {stored}, metadata)"
 
     def method_results(self) -> dict[str, Any]:
         owners = owner_maps(self.model)

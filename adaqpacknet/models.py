@@ -17,6 +17,7 @@ takes any input size at or above its stated minimum.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -352,3 +353,12 @@ def body_parameter_count(model: MultiHeadNet) -> int:
         for m in model.body.modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     )
+
+
+@functools.lru_cache(maxsize=None)
+def has_batch_norm(name: str, input_shape: tuple[int, int, int]) -> bool:
+    """Whether network ``name`` normalises by batch statistics, so that its evaluation accuracy
+    depends on the evaluation batch (its size and which classes it mixes)."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        net = build_model(name, input_shape, [2])
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())

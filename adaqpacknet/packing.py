@@ -196,18 +196,9 @@ def pack(
             levels.append(codebook.detach().cpu().to(torch.float32).numpy())
             levels_per_tensor[t - 1, column] = len(codebook)
 
-    kinds = np.array([s.model_kind() for s in streams], dtype=np.uint8)
-    coder = constriction.stream.stack.AnsCoder()
-    coded_bits = [0.0] * len(streams)
-    # A stack: push the streams last to first so that decoding pops them in file order.
-    for i in reversed(range(len(streams))):
-        if kinds[i] == NOT_CODED:
-            continue
-        before = coder.num_valid_bits()
-        coder.encode_reverse(streams[i].symbols, _model(int(kinds[i]), streams[i].alphabet, streams[i].counts()))
-        coded_bits[i] = coder.num_valid_bits() - before
+    words, kinds, coded_bits = _encode(streams)
     tensors: dict[str, np.ndarray] = {
-        "ans": coder.get_compressed().astype(np.uint32),
+        "ans": words,
         "stream_models": kinds,
         "symbol_counts": np.concatenate([s.counts() for s, k in zip(streams, kinds) if k == COUNTED] or [np.zeros(0, np.uint32)]),
         "bits": bits,
@@ -245,6 +236,32 @@ def pack(
     blob = _with_checksum(_sorted_header(safetensors.numpy.save(tensors, metadata=meta)))
     ledger = _ledger(blob, tensors, streams, kinds, coded_bits, levels, layer_bits, num_tasks, architecture, quantized)
     return blob, ledger
+
+
+def _encode(streams: list[_Stream]) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Every stream on one ANS stack: the compressed words, each stream's model kind, its coded bits."""
+    kinds = np.array([s.model_kind() for s in streams], dtype=np.uint8)
+    coder = constriction.stream.stack.AnsCoder()
+    coded_bits = [0.0] * len(streams)
+    # A stack: push the streams last to first so that decoding pops them in file order.
+    for i in reversed(range(len(streams))):
+        if kinds[i] == NOT_CODED:
+            continue
+        before = coder.num_valid_bits()
+        coder.encode_reverse(streams[i].symbols, _model(int(kinds[i]), streams[i].alphabet, streams[i].counts()))
+        coded_bits[i] = coder.num_valid_bits() - before
+    return coder.get_compressed().astype(np.uint32), kinds, coded_bits
+
+
+def entropy_coded_bytes(symbols: list[np.ndarray], alphabet: int) -> int:
+    """Bytes of ``symbols`` (arrays of ints in 0..alphabet-1) coded as the packed file codes its
+    streams: one ANS stack (4-byte words), each array with its own order-0 model and, where counted,
+    its count table, plus one byte per array for its model kind. What a method that stores masks
+    or maps outside the packed format (WSN) is charged, so that every method is counted alike."""
+    streams = [_Stream("", 0, np.asarray(s, dtype=np.int32).reshape(-1), alphabet) for s in symbols]
+    words, kinds, _ = _encode(streams)
+    tables = sum(_COUNT_BYTES * alphabet for kind in kinds if kind == COUNTED)
+    return int(words.nbytes) + tables + len(streams)
 
 
 def _header(blob: bytes) -> tuple[int, bytes]:
@@ -338,25 +355,23 @@ def _ledger(
 
 
 def layout_bytes(body_weights: int, head_sizes: list[int]) -> dict[str, int]:
-    """Bytes of ``len(head_sizes)`` learned tasks under the usual storage layouts, counted.
+    """Bytes of ``len(head_sizes)`` learned tasks under two plain layouts, for scale:
 
     - ``float32_per_task``: one dense float32 network (body and head) per task;
-    - ``packnet``: float32 body weights and a uint8 owner map, float32 heads (PackNet's storage);
-    - ``wsn``: float32 body weights and one mask bit per weight per task, float32 heads (WSN's).
+    - ``packnet_raw``: float32 body weights and a uint8 owner map, float32 heads (PackNet's own
+      storage; the methods' sizes in T1 and T5 use the packed format instead).
     ``head_sizes[t]`` counts task t's head parameters (weight and bias).
     """
-    T = len(head_sizes)
     return {
         "float32_per_task": 4 * sum(body_weights + h for h in head_sizes),
-        "packnet": 4 * body_weights + body_weights + 4 * sum(head_sizes),
-        "wsn": 4 * body_weights + T * math.ceil(body_weights / 8) + 4 * sum(head_sizes),
+        "packnet_raw": 4 * body_weights + body_weights + 4 * sum(head_sizes),
     }
 
 
 def storage_comparison(results: dict[str, Any]) -> dict[str, int]:
-    """A run's trained tasks under each layout of ``layout_bytes``, and ``packed``: its packed file."""
+    """A run's trained tasks as one float32 network per task, and ``packed``: its packed file."""
     heads = [h["weight"] + h["bias"] for h in results["weights"]["heads"]]
-    return {**layout_bytes(results["weights"]["body"], heads), "packed": results["packed_bytes"]}
+    return {"float32_per_task": layout_bytes(results["weights"]["body"], heads)["float32_per_task"], "packed": results["packed_bytes"]}
 
 
 def probe_batch(dataset) -> Tensor:

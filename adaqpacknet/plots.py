@@ -291,8 +291,8 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
 
 
 def accuracy_vs_size(runs_table) -> plt.Figure:
-    """ACC against each method's storage (T1's size: the packed file for Ada-QPacknet), mean ± std
-    over seeds, one panel per scenario."""
+    """ACC against each method's storage (T1's size, one rule for every method), mean ± std over
+    seeds, one panel per scenario."""
     scenarios = list(dict.fromkeys(runs_table["setting"]))
     styles = _method_styles(runs_table["method"])
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.2 * len(scenarios), 3.0), squeeze=False)
@@ -305,7 +305,7 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
             )
         ax.set_xscale("log")
         ax.set_title(scenario)
-        ax.set_xlabel("storage (KiB, log): each method's own (T1)")
+        ax.set_xlabel("storage (KiB, log), T1's rule")
         ax.set_ylabel("ACC (%)")
     fig.tight_layout()
     _legend_right(fig, axes[0])
@@ -361,15 +361,13 @@ def capacity_ablation(notebooks: Iterable[dict[str, Any]], per_task: tuple[str, 
 
 STORAGE_LAYOUTS = {
     "float32_per_task_kib": "float32 net per task",
-    "packnet_kib": "PackNet (f32 + uint8 map)",
-    "wsn_kib": "WSN (f32 + 1 bit/task)",
     "packed_kib": "packed file",
 }
 
 
 def storage(runs_table) -> plt.Figure:
-    """Bytes of the same trained tasks under each storage layout (log scale), one panel per
-    scenario, one group of bars per method; the tick on the packed bar is its entropy bound."""
+    """The owner-map methods' packed files against one float32 network per task (log scale), one
+    panel per scenario, one group of bars per method; the tick on the packed bar is its entropy bound."""
     runs_table = runs_table[runs_table["packed_kib"].notna()] if "packed_kib" in runs_table else runs_table.iloc[:0]
     if not len(runs_table):
         return _empty("no owner-map runs (Ada-QPacknet, PackNet): nothing to compare")

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_VERSION = 3  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes
+SCHEMA_VERSION = 4  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes; 4: one storage rule, classic validation
 CHECKPOINT_PREFIX = "checkpoint-"  # + tasks done + ".safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 

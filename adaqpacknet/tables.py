@@ -4,8 +4,8 @@
   scenario;
 - T2 quantisation: accuracy and size of float, linear and k-means at each bit width;
 - T3 cost: train, search and quantisation time;
-- T5 storage: the same trained tasks stored four ways (float32 per task, PackNet, WSN, the packed
-  file), with the entropy bound and the dense float32 network for scale;
+- T5 storage: the owner-map methods' packed files next to their entropy bound, one float32 network
+  per task and the dense float32 network for scale;
 - T4 class-incremental results: ACC with the task inferred, task-identification accuracy, BWT and
   the cost of inference.
 """
@@ -18,22 +18,29 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .data.scenarios import SCENARIOS
+from .models import has_batch_norm
 from .packing import storage_comparison
 from .results import write_text
 
 T1_CAPTION = (
     "T1: task-incremental results, mean ± std over seeds. ACC = mean final test accuracy (%); "
     "BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) in pp; capacity = share of "
-    "body weights owned (WSN: selected by some task's mask); size = each method's natural storage in KiB: "
-    "Ada-QPacknet, the packed file on disk; PackNet, float32 weights + uint8 owner map; WSN, float32 "
-    "weights + 1 mask bit per weight per task; independent, one float32 network per task; joint, one "
-    "network with every head. n/a: not defined for the method (joint training has no task sequence). "
-    "epochs = training epochs per task as run (train+retrain for the methods that prune), batch = "
-    "batch size: a profile may give the classic strategies fewer epochs to fit its time budget."
+    "body weights owned (WSN: selected by some task's mask); size = every method counted by one rule, in KiB: "
+    "the owner-map methods (Ada-QPacknet, PackNet), their packed file on disk (entropy-coded owner maps; "
+    "codes and codebooks, or float32 weights); WSN, float32 for the weights some mask selects + its masks "
+    "entropy-coded by the same coder + float32 heads; independent, one float32 network per task; joint and "
+    "the classic strategies, one float32 network with every head. n/a: not defined for the method (joint "
+    "training has no task sequence). epochs = training epochs per task as run: (train + retrain after "
+    "pruning) x candidates of the sparsity search; every method keeps the epoch with its best validation "
+    "accuracy, and each classic strategy's key hyperparameter is chosen per seed on validation (the notebooks' "
+    "tuning records). batch = training batch size; eval batch = evaluation batch size of networks with "
+    "batch-statistics BatchNorm, whose accuracy depends on it (evaluation splits are shuffled once, so "
+    "batches mix classes); n/a for networks without BatchNorm."
 )
 HEADLINE_CAPTION = (
     "Headline: the method, its capacity-budget variant and the strongest peers of T1, mean ± std over seeds. "
-    "ACC = mean final test accuracy (%); BWT in pp; size = each method's storage in KiB as in T1; x dense = "
+    "ACC = mean final test accuracy (%); BWT in pp; size = storage in KiB by T1's one rule; x dense = "
     "one dense float32 network (body and one head) / size."
 )
 # The rows of the headline table, in this order (those a profile ran).
@@ -45,23 +52,29 @@ T2_CAPTION = (
 SPARSITY_CAPTION = (
     "T1b: sparsity and capacity ablation of Ada-QPacknet, mean ± std over seeds. reference: the paper's "
     "search, prune ratios ~ U[0.4, 0.7] of the free weights, P candidates (P=2 unless named); fixed: one "
-    "ratio for every layer and task (PackNet's schedule, quantised); budget: every task an equal share of "
+    "ratio for every layer and task (PackNet's schedule, quantised), with 1 candidate or with P (the best of P "
+    "trainings without a ratio search: the search's control); budget: every task an equal share of "
     "the pool left for it and the tasks to come (capacity_rule='budget'), with the capacity budget (share of "
     "each layer all tasks may own) and quantisation tolerance named when not 100% and 2 pp; no reuse: each "
     "task trains and infers with its own weights only, not those of earlier tasks. ACC, BWT in %, pp; "
     "capacity = share of body weights owned; size = the packed file (KiB); x dense = one dense float32 "
     "network (body and one head) / the packed file."
 )
+TUNING_CAPTION = (
+    "T1c: the classic strategies' key hyperparameter, tried at each value of its grid (factors of the profile's "
+    "setting, experiments.CLASSIC_GRID) on every seed, mean ± std over seeds. val ACC = the final network's "
+    "mean validation accuracy over the tasks (%), which chooses the value per seed; chosen = seeds that chose "
+    "it (T1 reports those runs); test ACC = the same runs' ACC (%), shown, never used to choose."
+)
 T3_CAPTION = (
     "T3: cost per run in seconds, mean ± std over seeds: training (all candidates), the sparsity "
     "search (training included) and the bit-width search."
 )
 T5_CAPTION = (
-    "T5: storage of the same trained tasks, KiB, mean ± std over seeds: one float32 network per task; "
-    "PackNet (float32 weights + uint8 owner map); WSN (float32 weights + 1 mask bit per weight per task); "
-    "this package's packed file, measured on disk, next to its entropy bound (order-0 entropy of owner "
-    "maps and codes + codebooks). x dense = one float32 network with one head / packed file; bits/weight = "
-    "packed file bits per body weight."
+    "T5: storage of the owner-map methods' trained tasks, KiB, mean ± std over seeds: one float32 network per "
+    "task, for scale; the packed file, measured on disk (T1's size), next to its entropy bound (order-0 "
+    "entropy of owner maps and codes + codebooks, or + float32 weights). x dense = one float32 network with "
+    "one head / packed file; bits/weight = packed file bits per body weight."
 )
 
 
@@ -121,6 +134,7 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
             "tasks": run["num_tasks"],
             "epochs": _epochs(run["config"]),
             "batch": run["config"]["batch_size"],
+            "eval_batch": _eval_batch(run),
             "acc": run["acc"],
             "bwt": run["bwt"] if run["bwt"] is not None else math.nan,
             "forgetting": run["forgetting"] if run["forgetting"] is not None else math.nan,
@@ -146,10 +160,20 @@ PRUNING_METHODS = ("ada_qpacknet", "packnet", "avalanche_packnet")
 
 
 def _epochs(config: dict[str, Any]) -> str:
-    """Training epochs per task as run: "2+1" for train + retrain after pruning, else "2"."""
-    if config["method"] in PRUNING_METHODS:
-        return f"{config['epochs']}+{config['finetune_epochs']}"
-    return str(config["epochs"])
+    """Training epochs per task as run: "2" for plain training, "2+1" for train + retrain after
+    pruning, "(2+1)x2" when a sparsity search trains that many candidates."""
+    if config["method"] not in PRUNING_METHODS:
+        return str(config["epochs"])
+    per_candidate = f"{config['epochs']}+{config['finetune_epochs']}"
+    candidates = config["population"] if config["method"] == "ada_qpacknet" else 1
+    return f"({per_candidate})x{candidates}" if candidates > 1 else per_candidate
+
+
+def _eval_batch(run: dict[str, Any]) -> str:
+    """The evaluation batch size where the network's accuracy depends on it (batch-statistics BatchNorm)."""
+    if has_batch_norm(run["model"], SCENARIOS[run["scenario"]].input_shape):
+        return str(run["config"]["eval_batch_size"])
+    return "n/a"
 
 
 def _mean_bits(run: dict[str, Any]) -> float:
@@ -177,9 +201,9 @@ def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.
 def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
     """T1: ACC, BWT, forgetting, capacity, mean bits and size per scenario and method."""
     return mean_std(
-        runs, ["scenario", "model", "tasks", "method", "epochs", "batch"],
+        runs, ["scenario", "model", "tasks", "method", "epochs", "batch", "eval_batch"],
         {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1},
-    )
+    ).rename(columns={"eval_batch": "eval batch"})
 
 
 def table_headline(runs: pd.DataFrame) -> pd.DataFrame:
@@ -198,6 +222,30 @@ def table_sparsity(variants: pd.DataFrame) -> pd.DataFrame:
         variants, ["scenario", "model", "tasks", "method", "epochs", "batch"],
         {"acc": 2, "bwt": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1, "x_dense": 2},
     ).rename(columns={"method": "variant", "x_dense": "x dense"})
+
+
+def tuning_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per grid point tried, from the scenario notebooks' ``tuning`` sections."""
+    rows = [
+        {
+            "scenario": record["scenario"], "method": record["method"], "seed": record["seed"],
+            "hyperparameter": ", ".join(point["values"]), "value": ", ".join(f"{v:g}" for v in point["values"].values()),
+            "val_acc": point["validation_acc"], "test_acc": point["test_acc"], "chosen": point["values"] == record["chosen"],
+        }
+        for nb in notebooks
+        for record in nb.get("tuning", [])
+        for point in record["points"]
+    ]
+    return pd.DataFrame(rows)
+
+
+def table_tuning(frame: pd.DataFrame) -> pd.DataFrame:
+    """T1c: validation and test ACC of every grid point of every tuned strategy, and how often it was chosen."""
+    keys = ["scenario", "method", "hyperparameter", "value"]
+    table = mean_std(frame, keys, {"val_acc": 2, "test_acc": 2})
+    chosen = frame.groupby(keys, sort=False)["chosen"].sum().astype(int).rename("chosen").reset_index()
+    table = table.merge(chosen, on=keys)
+    return table[[*keys, "runs", "val_acc", "chosen", "test_acc"]].rename(columns={"val_acc": "val ACC", "test_acc": "test ACC"})
 
 
 def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -237,14 +285,11 @@ def table_t3(runs: pd.DataFrame) -> pd.DataFrame:
 
 def table_t5(runs: pd.DataFrame) -> pd.DataFrame:
     """T5: bytes of the same trained tasks under each storage layout, per scenario and method."""
-    columns = ["float32_per_task_kib", "packnet_kib", "wsn_kib", "packed_kib", "bound_kib", "x_dense", "bits_per_weight"]
+    columns = ["float32_per_task_kib", "packed_kib", "bound_kib", "x_dense", "bits_per_weight"]
     owning = runs.reindex(columns=[*runs.columns, *(c for c in columns if c not in runs)])
     return mean_std(
         owning[owning["packed_kib"].notna()], ["scenario", "model", "tasks", "method"],
-        {
-            "float32_per_task_kib": 1, "packnet_kib": 1, "wsn_kib": 1, "packed_kib": 1, "bound_kib": 1,
-            "dense_kib": 1, "x_dense": 2, "bits_per_weight": 3,
-        },
+        {"float32_per_task_kib": 1, "packed_kib": 1, "bound_kib": 1, "dense_kib": 1, "x_dense": 2, "bits_per_weight": 3},
     )
 
 

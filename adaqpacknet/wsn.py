@@ -5,8 +5,9 @@ While task t trains, its mask is the top-c share of each layer's |scores| (c = `
 with a straight-through estimator passing the gradient to the scores; the forward pass uses
 ``weight * mask``. Weights that an earlier task's mask selected are frozen (the same three guards
 as Ada-QPacknet's training); the others train. When the task ends its mask is stored (one bit per
-weight per task), and inference for task t uses mask t and head t. Storage: float32 weights plus
-one mask bit per weight per task, plus float32 heads.
+weight per task), and inference for task t uses mask t and head t. Storage, counted as the packed
+file of the owner-map methods is: float32 for every weight some mask selects, the masks
+entropy-coded, float32 heads.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from .config import Config
 from .continual import ContinualLearner
 from .data import Scenario
 from .models import MultiHeadNet
-from .ownership import prunable_layers, raw_weight
-from .packing import layout_bytes
+from .ownership import prunable_layers
+from .packing import entropy_coded_bytes
 from .training import fit
 
 
@@ -138,9 +139,17 @@ class WSN(ContinualLearner):
         return result
 
     def storage(self) -> tuple[int, str]:
-        heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
-        body = sum(raw_weight(layer).numel() for layer in prunable_layers(self.model).values())
-        return layout_bytes(body, heads)["wsn"], "WSN: float32 body weights + 1 mask bit per weight per task + float32 heads"
+        # Counted like the packed file of the owner-map methods: a weight no mask selects costs
+        # nothing, and each task's mask is entropy-coded (packing.entropy_coded_bytes).
+        T = len(self.per_task)
+        masks = score_masks(self.model)
+        selected = sum(int(m.task_masks[:T].any(0).sum()) for m in masks.values())
+        coded = entropy_coded_bytes([m.task_masks[t].cpu().numpy() for m in masks.values() for t in range(T)], 2)
+        heads = sum(h.weight.numel() + h.bias.numel() for h in self.model.heads[:T])
+        return 4 * selected + coded + 4 * heads, (
+            "WSN: float32 weights that some task's mask selects + entropy-coded masks (one order-0 ANS stream per task "
+            "and layer) + float32 heads"
+        )
 
     def method_results(self) -> dict[str, Any]:
         used = self.used_before(len(self.per_task))

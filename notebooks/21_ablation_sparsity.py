@@ -24,7 +24,9 @@
 # layer kept free) trade, is measured here. Reuse of frozen weights (every task reads the weights
 # of the tasks before it) is measured by the same runs without it (`reuse_frozen=False`): each
 # task with its own weights only. A fixed ratio for every layer and task (PackNet's schedule,
-# quantised) is the search's control.
+# quantised) is the search's control, with one candidate and with P: P candidates of one fixed ratio
+# differ only in their training draws, so the reference's gain over them is what the ratio search
+# adds beyond keeping the best of P trainings.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
@@ -42,6 +44,7 @@ population: int = 2  # search candidates per task, unless a variant sets it
 variants: dict = {
     "reference [0.4, 0.7]": {},
     "fixed r=0.55": {"population": 1, "r_min": 0.55, "r_max": 0.55},
+    "fixed r=0.55, P=2": {"r_min": 0.55, "r_max": 0.55},  # best of P trainings, no ratio search: the search's control
     "budget": {"capacity_rule": "budget"},
     "budget, tolerance 0.5": {"capacity_rule": "budget", "tolerance": 0.5},
     "budget, 30% capacity": {"capacity_rule": "budget", "capacity_budget": 0.3},

@@ -57,6 +57,13 @@ if len(sweep):
     display(t2)
 
 # %%
+tuning = tables.tuning_frame(notebooks)
+if len(tuning):
+    t1c = tables.table_tuning(tuning)
+    written["tuning"] = tables.write_table(t1c, out / "t1c_tuning", tables.TUNING_CAPTION)
+    display(t1c)
+
+# %%
 t3 = tables.table_t3(runs)
 written["t3"] = tables.write_table(t3, out / "t3_cost", tables.T3_CAPTION)
 t3

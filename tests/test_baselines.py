@@ -7,7 +7,6 @@ from adaqpacknet.config import parse_override
 from adaqpacknet.config import Config
 from adaqpacknet.methods import learner_for
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
-from adaqpacknet.packing import layout_bytes
 from adaqpacknet.results import check_run_schema
 from adaqpacknet.wsn import score_masks, top_count
 
@@ -30,8 +29,7 @@ def test_packnet_prunes_each_task_by_its_fixed_ratio_and_keeps_float_weights():
         for layer, free in task["free_weights"].items():
             assert task["owned_weights"][layer] == free - round(ratio * free)
         assert set(task["layer_bits"].values()) == {32}
-    heads = [h["weight"] + h["bias"] for h in results["weights"]["heads"]]
-    assert results["model_bytes"] == layout_bytes(results["weights"]["body"], heads)["packnet"]
+    assert results["model_bytes"] == results["packed_bytes"]  # one storage rule: the packed file
 
 
 def test_wsn_masks_respect_capacity_and_never_change_earlier_weights():
@@ -54,6 +52,12 @@ def test_wsn_masks_respect_capacity_and_never_change_earlier_weights():
     check_run_schema(results)
     assert results["bwt"] == 0.0  # stored masks over frozen weights: every task's accuracy is unchanged
     assert results["capacity_used"]["total"] <= 3 * 0.3 + 1e-9
+    # Storage as the packed file counts: float32 for the weights some mask selects, masks coded
+    # near 1 bit per weight per task (capacity 0.3: H(0.3) = 0.88 bit), float32 heads.
+    selected = round(results["capacity_used"]["total"] * results["weights"]["body"])
+    heads = 4 * sum(h["weight"] + h["bias"] for h in results["weights"]["heads"])
+    masks = results["model_bytes"] - 4 * selected - heads
+    assert 3 * results["weights"]["body"] * 0.8 / 8 < masks < 3 * results["weights"]["body"] / 8
 
 
 def test_independent_networks_train_one_network_per_task():
@@ -104,6 +108,53 @@ def test_every_classic_strategy_runs_through_avalanche():
         assert len(results["acc_matrix"]) == 3
         # One float32 network with every learned head.
         assert results["model_bytes"] == results["dense_float32_bytes"] + 4 * sum(h["weight"] + h["bias"] for h in results["weights"]["heads"][1:])
+
+
+@pytest.mark.parametrize("heads", ["per_task", "single"])
+def test_a_classic_strategy_keeps_its_best_validation_epoch(heads):
+    # A large lr makes epochs differ; the schedule starts every task at the configured lr and the
+    # weights of the best epoch (the first of equals) are those the task ends with.
+    learner = learner_for(config(method="ewc", epochs=3, lr=0.02, heads=heads))
+    results = learner.run()
+    check_run_schema(results)
+    for index, task in enumerate(results["per_task"]):
+        history = [row["val_accuracy"] for row in task["history"]]
+        assert task["epochs_run"] == len(history) == 3 and task["history"][0]["lr"] == 0.02
+        assert task["best_epoch"] == 1 + history.index(max(history)) and task["val_accuracy"] == max(history)
+    last = results["per_task"][-1]
+    assert learner.validation_accuracy(len(results["per_task"]) - 1) == last["val_accuracy"]
+    assert results["validation"]["acc_per_task"][-1] == last["val_accuracy"]
+    assert results["validation"]["acc"] == pytest.approx(sum(results["validation"]["acc_per_task"]) / 3)
+
+
+def test_the_classic_grid_is_planned_and_chosen_on_validation():
+    from adaqpacknet import experiments
+
+    settings = {**SMALL, "replay_mem_size": 100}
+    tune = {"ewc": {"ewc_lambda": [1, 100]}, "replay": {"replay_mem_size": [0.5, 1.25]}}
+    configs = experiments.method_configs(["naive", "ewc", "replay"], [0, 1], settings, tune=tune)
+    assert [(c.method, c.seed) for c in configs][:2] == [("naive", 0), ("naive", 1)]
+    assert [c.ewc_lambda for c in configs if c.method == "ewc"] == [1.0, 1.0, 100.0, 100.0]
+    assert [c.replay_mem_size for c in configs if c.method == "replay"] == [50, 50, 125, 125]
+    assert len(experiments.method_configs(["ewc"], [0], settings, tune=None)) == 3  # the default grid
+    for bad, message in [
+        ({"packnet": {"ewc_lambda": [1]}}, "only the classic strategies"),
+        ({"ewc": {"heads": [1]}}, "not numeric Config fields"),
+        ({"ewc": {"ewc_lambda": [0]}}, "must be a number > 0"),
+        ({"ewc": {"ewc_lambda": []}}, "non-empty lists"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            experiments.method_configs(["ewc"], [0], settings, tune=bad)
+
+    def run(method, seed, value, validation, test):
+        return {"method": method, "seed": seed, "scenario": "s", "config": {"ewc_lambda": value}, "validation": {"acc": validation}, "acc": test}
+
+    runs = [run("naive", 0, 1.0, 50, 50), run("ewc", 0, 1.0, 70, 90), run("ewc", 0, 100.0, 80, 60), run("ewc", 1, 1.0, 75, 70), run("ewc", 1, 100.0, 75, 80)]
+    kept, records = experiments.select_on_validation(runs, {"ewc": {"ewc_lambda": [1, 100]}})
+    # Chosen on validation, never on test; on a tie the earlier point of the grid.
+    assert kept == [runs[0], runs[2], runs[3]]
+    assert [(r["seed"], r["chosen"]) for r in records] == [(0, {"ewc_lambda": 100.0}), (1, {"ewc_lambda": 1.0})]
+    assert [p["test_acc"] for p in records[0]["points"]] == [90, 60]
 
 
 def test_synaptic_intelligence_measures_importance_on_the_cpu():

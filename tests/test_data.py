@@ -529,3 +529,24 @@ def test_generator_command_line(tmp_path, capsys):
     check_data_available("permuted_mnist", tmp_path / "data")
     assert fake.main([str(tmp_path / "data"), "--per-class", "0"]) == 1
     assert "per_class must be an int >= 2, got 0" in capsys.readouterr().err
+
+
+def test_no_evaluation_batch_is_dominated_by_one_class(tmp_path):
+    # notMNIST is stored letter by letter and a stratified validation split keeps the source order:
+    # unshuffled, a batch of 20 would hold two classes, and batch-statistics BatchNorm would
+    # normalise each batch by those two classes' statistics.
+    fake.write_fake_datasets(tmp_path, per_class=200, test_per_class=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scenario = build_scenario("five_datasets", root=tmp_path)
+    batch = 20
+    for task in scenario.tasks:
+        for split in (task.val, task.test):
+            assert len(split) >= 5 * batch
+            for start in range(0, len(split) - batch + 1, batch):
+                labels = split.labels[start : start + batch]
+                assert len(labels.unique()) >= min(len(task.classes), batch) // 2, (task.name, start, labels.tolist())
+    # The test order is fixed for every run seed; validation follows the run's own split.
+    other = build_scenario("five_datasets", root=tmp_path, seed=1, num_tasks=1)
+    assert torch.equal(other.tasks[0].test.labels, scenario.tasks[0].test.labels)
+    assert torch.equal(other.tasks[0].test.images, scenario.tasks[0].test.images)

@@ -40,7 +40,8 @@ def test_default_profile_shares_runs_between_notebooks():
     readers = {r.notebooks for r in plan.runs.values()}
     assert ("10_permuted", "20_ablation_quantization") in readers  # 20 re-quantises 10's float runs
     assert ("11_split", "14_class_incremental") in readers  # 14 infers tasks over 11's sub-networks
-    assert len(plan.notebooks["10_permuted"]) == 14 * 3
+    # 14 methods x 3 seeds, and each of the six tuned classic strategies at two more grid points.
+    assert len(plan.notebooks["10_permuted"]) == (14 + 6 * 2) * 3
     # 21's reference and budget variants are 10's and 11's ada_qpacknet and ada_qpacknet_budget runs.
     assert ("10_permuted", "21_ablation_sparsity") in readers and ("11_split", "21_ablation_sparsity") in readers
     budget = [r for r in plan.runs.values() if r.config.label == "ada_qpacknet_budget" and "10_permuted" in r.notebooks]

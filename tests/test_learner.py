@@ -63,6 +63,31 @@ def test_frozen_weights_stay_bit_identical_under_adam(weight_decay):
         assert torch.equal(value, head_before[key])
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_training_shortcuts_give_the_plain_loops_state_dict(weight_decay, monkeypatch):
+    # The shortcuts of training.fit and ownership.WeightMask (no restore without weight decay,
+    # primed second moments, no mask product while every weight is visible) are for speed only:
+    # two tasks of a network with BatchNorm, trained both ways, end in the same bytes.
+    from adaqpacknet import ownership, training
+
+    def two_tasks() -> dict[str, torch.Tensor]:
+        learner = AdaQPacknet(Config.from_dict({
+            **SMALL, "scenario": "split_digits", "model": "small_conv", "num_tasks": 2, "epochs": 2, "weight_decay": weight_decay,
+        }))
+        learner.learn_task(0)
+        learner.learn_task(1)
+        return learner.model.state_dict()
+
+    fast = two_tasks()
+    monkeypatch.setattr(training, "SHORTCUTS", False)
+    monkeypatch.setattr(ownership.WeightMask, "forward", lambda self, weight: weight * self.mask)
+    plain = two_tasks()
+    assert any("running" not in k and v.dim() == 4 for k, v in fast.items())  # a conv network
+    assert fast.keys() == plain.keys()
+    for key in fast:
+        assert torch.equal(fast[key], plain[key]), key
+
+
 def test_owner_maps_capacity_and_codebooks(permuted_run):
     learner, states = permuted_run
     capacity = []

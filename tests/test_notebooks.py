@@ -21,7 +21,7 @@ from adaqpacknet.results import check_run_schema
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
-EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
+EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t1c_tuning", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
 EXPECTED_FIGURES = [
     # one accuracy-matrix figure per setting of the smoke profile (scenario_model)
     "accuracy_matrices_permuted_digits_mlp_3tasks", "accuracy_matrices_permuted_digits_mlp_2tasks",
@@ -152,7 +152,7 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     folder, _, _ = smoke_results
     tables = json.loads((folder / "90_tables.json").read_text())["tables"]
     figures = json.loads((folder / "91_figures.json").read_text())["figures"]
-    assert sorted(tables) == sorted(["headline", "t1", "t2", "t3", "t4", "t5", "sparsity", "page"])
+    assert sorted(tables) == sorted(["headline", "t1", "t2", "t3", "t4", "t5", "sparsity", "tuning", "page"])
     assert sorted(figures) == sorted(EXPECTED_FIGURES)
     for name in EXPECTED_TABLES:
         for suffix in (".md", ".tex"):
@@ -160,7 +160,7 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     # The results page: every table under its name, every figure by a link that resolves.
     page = ROOT / "tables" / "smoke" / "RESULTS.md"
     text = page.read_text()
-    for name in ("T1", "T1b", "T2", "T3", "T4", "T5"):
+    for name in ("T1", "T1b", "T1c", "T2", "T3", "T4", "T5"):
         assert f"\n## {name}\n" in text, name
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert len(links) == len(EXPECTED_FIGURES)

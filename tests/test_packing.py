@@ -13,7 +13,7 @@ from adaqpacknet import packing
 from adaqpacknet.config import Config
 from adaqpacknet.learner import AdaQPacknet
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
-from adaqpacknet.packing import PackedFileError, PackedNetwork, probe_batch, storage_comparison
+from adaqpacknet.packing import PackedFileError, PackedNetwork, entropy_coded_bytes, layout_bytes, probe_batch, storage_comparison
 from adaqpacknet.results import PACKAGE_ROOT
 
 SMALL = dict(num_tasks=3, epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
@@ -144,12 +144,19 @@ def test_results_carry_the_sizes(quantized):
 
 def test_storage_comparison_counts_each_layout():
     results = {"weights": {"body": 80, "heads": [{"weight": 20, "bias": 2}] * 3}, "packed_bytes": 123}
-    assert storage_comparison(results) == {
-        "float32_per_task": 4 * 3 * (80 + 22),
-        "packnet": 4 * 80 + 80 + 4 * 66,
-        "wsn": 4 * 80 + 3 * 10 + 4 * 66,
-        "packed": 123,
-    }
+    assert storage_comparison(results) == {"float32_per_task": 4 * 3 * (80 + 22), "packed": 123}
+    assert layout_bytes(80, [22] * 3)["packnet_raw"] == 4 * 80 + 80 + 4 * 66
+
+
+def test_entropy_coded_bytes_follow_the_entropy_of_each_stream():
+    rng = np.random.default_rng(0)
+    fair = [rng.integers(0, 2, 4096) for _ in range(3)]
+    skewed = [(rng.random(4096) < 0.05).astype(np.int64) for _ in range(3)]
+    # A fair coin costs its bit (uniform model, no table); a 5% mask about H(0.05) = 0.29 bit plus
+    # its count table; one byte per stream names its model.
+    assert 3 * 512 + 3 <= entropy_coded_bytes(fair, 2) <= 3 * 512 + 3 + 8
+    bound = 3 * 4096 * 0.2864 / 8
+    assert bound < entropy_coded_bytes(skewed, 2) < bound * 1.05 + 3 * (8 + 1) + 8
 
 
 def test_a_changed_frozen_weight_cannot_be_packed(quantized):
