@@ -26,6 +26,7 @@ a checkpoint cannot reach it: an interrupted run of a classic strategy starts ov
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 import warnings
@@ -110,7 +111,9 @@ def _validation_schedule(learner: "ClassicStrategy", base: type):
 
     class ValidationSchedule(base):
         def before_training_exp(self, strategy, *args, **kwargs) -> None:
-            # avalanche keeps one optimizer for every task: start each at the configured lr.
+            # avalanche keeps one optimizer, its lr and Adam's moments for every task: start each
+            # task as fit does, a fresh Adam at the configured lr.
+            strategy.optimizer.state = collections.defaultdict(dict)
             for group in strategy.optimizer.param_groups:
                 group["lr"] = cfg.lr
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -121,7 +124,7 @@ def _validation_schedule(learner: "ClassicStrategy", base: type):
             self.best_state = None
 
         def after_training_epoch(self, strategy, *args, **kwargs) -> None:
-            accuracy = learner.validation_accuracy(self.index)
+            accuracy = learner.validation_accuracy(self.index, seen_tasks=self.index + 1)
             strategy.model.train()
             self.scheduler.step(accuracy)
             self.history.append({"epoch": len(self.history) + 1, "val_accuracy": accuracy, "lr": strategy.optimizer.param_groups[0]["lr"]})
@@ -379,13 +382,15 @@ class ClassicStrategy(ContinualLearner):
         print(f"task {index + 1} ({self.config.method}): trained in {seconds:.1f}s", flush=True)
         return report
 
-    def validation_accuracy(self, index: int) -> float:
-        """Accuracy (%) of task ``index`` (0-based) on its validation split: with its own head, or
-        over every class of the single head (labels offset by the classes of the tasks before it)."""
+    def validation_accuracy(self, index: int, seen_tasks: int | None = None) -> float:
+        """Accuracy (%) of task ``index`` (0-based) on its validation split: with its own head, or,
+        with a single head, over the classes of the first ``seen_tasks`` tasks (default: every task
+        learned), as the class-incremental test scores (``task_inference.evaluate_step``)."""
         val = self.scenario.tasks[index].val
         if self.config.heads == "single":
-            offset = int(class_offsets(self.scenario)[index])
-            return evaluate(self.model, val, 0, self.config.eval_batch_size, self.device, label_offset=offset)
+            offsets = class_offsets(self.scenario)
+            seen = int(offsets[seen_tasks or len(self.per_task)])
+            return evaluate(self.model, val, 0, self.config.eval_batch_size, self.device, label_offset=int(offsets[index]), num_classes=seen)
         return evaluate(self.model, val, index, self.config.eval_batch_size, self.device)
 
     def evaluate_seen(self) -> list[float]:

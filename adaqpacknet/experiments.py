@@ -14,7 +14,8 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -54,6 +55,8 @@ METHODS: dict[str, dict[str, Any]] = {
 # ContinualAI baselines' 1.0 (avalanche's importances are small); memories are tried smaller and
 # larger except GEM's, whose cost grows with it (its profile value is the time budget's upper end).
 # LwF's temperature stays at its setting: one key per strategy keeps the grid at three runs a seed.
+NO_TUNING: Mapping[str, dict[str, list]] = MappingProxyType({})  # every strategy at its Config values
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}  # "int", "float", ... (string annotations)
 CLASSIC_GRID: dict[str, dict[str, list[float]]] = {
     "ewc": {"ewc_lambda": [1, 10, 100]},
     "si": {"si_lambda": [1, 10, 100]},
@@ -104,7 +107,7 @@ def tuning_grid(tune: dict[str, dict[str, list]] | None, methods: list[str]) -> 
     the ``methods`` it names; a method that is not a classic strategy, a field that is not a numeric
     Config field or a factor that is not a positive number is an error."""
     tune = CLASSIC_GRID if tune is None else tune
-    if not isinstance(tune, dict):
+    if not isinstance(tune, Mapping):
         raise ValueError(f"tune={tune!r} must map a classic strategy to {{Config field: [values]}} (None = the default grid)")
     points = {}
     for method, fields in tune.items():
@@ -112,8 +115,7 @@ def tuning_grid(tune: dict[str, dict[str, list]] | None, methods: list[str]) -> 
             raise ValueError(f"tune names {method!r}: only the classic strategies are tuned ({', '.join(CLASSIC_METHODS)})")
         if not isinstance(fields, dict) or not fields or not all(isinstance(v, list) and v for v in fields.values()):
             raise ValueError(f"tune[{method!r}]={fields!r} must map Config fields to non-empty lists of values")
-        numeric = {f.name for f in dataclasses.fields(Config) if f.type in ("int", "float")}
-        unknown = sorted(set(fields) - numeric)
+        unknown = sorted(f for f in fields if _FIELD_TYPES.get(f) not in ("int", "float"))
         if unknown:
             raise ValueError(f"tune[{method!r}] names {unknown}, which are not numeric Config fields")
         bad = [v for values in fields.values() for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
@@ -126,7 +128,7 @@ def tuning_grid(tune: dict[str, dict[str, list]] | None, methods: list[str]) -> 
 
 def method_configs(
     methods: list[str], seeds: list[int], settings: dict[str, Any], classic_epochs: int | None = None,
-    tune: dict[str, dict[str, list]] | None = {},
+    tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
 ) -> list[Config]:
     """The Config of every (method, seed), methods outermost; every one is validated here. A method
     that ``tune`` names (``tuning_grid``) has one config per point of its grid and seed."""
@@ -136,13 +138,14 @@ def method_configs(
         for point in grid.get(method, [{}]):
             for seed in seeds:
                 config = method_config(method, settings, seed, classic_epochs)
-                configs.append(config.replace(**{field: _scaled(getattr(config, field), factor) for field, factor in point.items()}))
+                configs.append(config.replace(**{field: _scaled(config, field, factor) for field, factor in point.items()}))
     return configs
 
 
-def _scaled(value: float, factor: float) -> float:
-    """``value`` times ``factor``, an int setting rounded to an int (a memory size)."""
-    return round(value * factor) if isinstance(value, int) else float(value * factor)
+def _scaled(config: Config, field: str, factor: float) -> float:
+    """``config``'s ``field`` times ``factor``, rounded where the field is an int (a memory size)."""
+    value = getattr(config, field) * factor
+    return round(value) if _FIELD_TYPES[field] == "int" else float(value)
 
 
 def select_on_validation(runs: list[dict[str, Any]], tune: dict[str, dict[str, list]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -150,12 +153,12 @@ def select_on_validation(runs: list[dict[str, Any]], tune: dict[str, dict[str, l
     per (strategy, seed): every point's final validation accuracy (the choice) and test accuracy
     (reported, never used), and the chosen point. On a tie the earlier point of the grid is kept."""
     grid = tuning_grid(tune, sorted({r["method"] for r in runs}))
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for run in runs:
         if run["method"] in grid:
-            groups.setdefault((run["method"], run["seed"]), []).append(run)
+            groups.setdefault((run["scenario"], run["method"], run["seed"]), []).append(run)
     chosen_ids, records = set(), []
-    for (method, seed), group in groups.items():
+    for (_, method, seed), group in groups.items():
         best = max(group, key=lambda r: r["validation"]["acc"])  # max keeps the first of equals
         chosen_ids.add(id(best))
         fields = list(grid[method][0])
@@ -211,7 +214,7 @@ def results_file(results_path: str, profile: str, notebook: str) -> Path:
 
 def run_methods(
     methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, classic_epochs: int | None = None,
-    tune: dict[str, dict[str, list]] | None = {},
+    tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
 ) -> list[dict[str, Any]]:
     """Results of every (method, seed) and tuning point, each run resumed from its folder when it exists.
 

@@ -28,13 +28,13 @@ T1_CAPTION = (
     "BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) in pp; capacity = share of "
     "body weights owned (WSN: selected by some task's mask); size = every method counted by one rule, in KiB: "
     "the owner-map methods (Ada-QPacknet, PackNet), their packed file on disk (entropy-coded owner maps; "
-    "codes and codebooks, or float32 weights); WSN, float32 for the weights some mask selects + its masks "
-    "entropy-coded by the same coder + float32 heads; independent, one float32 network per task; joint and "
+    "codes and codebooks, or float32 weights; header and metadata); WSN, float32 for the weights some mask "
+    "selects + its masks entropy-coded by the same coder + float32 heads (no header counted); independent, one float32 network per task; joint and "
     "the classic strategies, one float32 network with every head. n/a: not defined for the method (joint "
     "training has no task sequence). epochs = training epochs per task as run: (train + retrain after "
-    "pruning) x candidates of the sparsity search; every method keeps the epoch with its best validation "
-    "accuracy, and each classic strategy's key hyperparameter is chosen per seed on validation (the notebooks' "
-    "tuning records). batch = training batch size; eval batch = evaluation batch size of networks with "
+    "pruning) x candidates of the sparsity search, and x the points of a classic strategy's hyperparameter "
+    "grid, one run each, of which the best on validation is reported per seed (T1c); every method keeps "
+    "the epoch with its best validation accuracy. batch = training batch size; eval batch = evaluation batch size of networks with "
     "batch-statistics BatchNorm, whose accuracy depends on it (evaluation splits are shuffled once, so "
     "batches mix classes); n/a for networks without BatchNorm."
 )
@@ -68,7 +68,8 @@ TUNING_CAPTION = (
 )
 T3_CAPTION = (
     "T3: cost per run in seconds, mean ± std over seeds: training (all candidates), the sparsity "
-    "search (training included) and the bit-width search."
+    "search (training included) and the bit-width search. A tuned classic strategy's row is the run it "
+    "chose; its grid trained as many runs as T1's epochs column says."
 )
 T5_CAPTION = (
     "T5: storage of the owner-map methods' trained tasks, KiB, mean ± std over seeds: one float32 network per "
@@ -122,6 +123,12 @@ def unique_runs(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> l
 def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd.DataFrame:
     """One row per run found in the notebooks' ``section`` ("runs", or "variants" of an ablation,
     whose runs are labelled by their ``variant``)."""
+    notebooks = list(notebooks)
+    # How many grid points each tuned run's strategy trained (the scenario notebooks' tuning records).
+    grids = {
+        (record["scenario"], record["method"], record["seed"]): len(record["points"])
+        for nb in notebooks for record in nb.get("tuning", [])
+    }
     rows = []
     for notebook, run in unique_runs(notebooks, section):
         row = {
@@ -132,7 +139,7 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
             "method": run.get("variant", run["method"]),
             "seed": run["seed"],
             "tasks": run["num_tasks"],
-            "epochs": _epochs(run["config"]),
+            "epochs": _epochs(run["config"], grids.get((run["scenario"], run["method"], run["seed"]), 1)),
             "batch": run["config"]["batch_size"],
             "eval_batch": _eval_batch(run),
             "acc": run["acc"],
@@ -159,14 +166,20 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
 PRUNING_METHODS = ("ada_qpacknet", "packnet", "avalanche_packnet")
 
 
-def _epochs(config: dict[str, Any]) -> str:
+def _epochs(config: dict[str, Any], grid_points: int = 1) -> str:
     """Training epochs per task as run: "2" for plain training, "2+1" for train + retrain after
-    pruning, "(2+1)x2" when a sparsity search trains that many candidates."""
+    pruning, "(2+1)x2" when a sparsity search trains that many candidates (x3 with the winner
+    retrained from the start, search_keep="retrain"), and ", x3 grid" for a strategy trained at each
+    of the points of its hyperparameter grid."""
+    grid = f", x{grid_points} grid" if grid_points > 1 else ""
     if config["method"] not in PRUNING_METHODS:
-        return str(config["epochs"])
-    per_candidate = f"{config['epochs']}+{config['finetune_epochs']}"
-    candidates = config["population"] if config["method"] == "ada_qpacknet" else 1
-    return f"({per_candidate})x{candidates}" if candidates > 1 else per_candidate
+        return f"{config['epochs']}{grid}"
+    retrain = config["finetune_epochs"] if config.get("prune_schedule", "train_prune_retrain") == "train_prune_retrain" else 0
+    per_candidate = f"{config['epochs']}+{retrain}" if retrain else str(config["epochs"])
+    trainings = config["population"] if config["method"] == "ada_qpacknet" else 1
+    if trainings > 1 and config.get("search_keep") == "retrain":
+        trainings += 1
+    return f"({per_candidate})x{trainings}" if trainings > 1 else per_candidate
 
 
 def _eval_batch(run: dict[str, Any]) -> str:

@@ -93,14 +93,18 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Ge
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, head: int, batch_size: int, device: torch.device, label_offset: int = 0) -> float:
+def evaluate(
+    model: nn.Module, dataset: Dataset, head: int, batch_size: int, device: torch.device,
+    label_offset: int = 0, num_classes: int | None = None,
+) -> float:
     """Accuracy in percent of head ``head`` on ``dataset`` under the model's current mask view.
-    ``label_offset`` is added to the dataset's labels (a single head over every task's classes)."""
+    For a single head over every task's classes: ``label_offset`` is added to the dataset's labels
+    and only the head's first ``num_classes`` outputs (the classes seen so far) compete."""
     model.eval()
     correct = 0
     total = 0
     for x, y in loader(dataset, batch_size, shuffle=False):
-        logits = model(x.to(device), head)
+        logits = model(x.to(device), head)[:, :num_classes]
         correct += int((logits.argmax(1).cpu() == y + label_offset).sum())
         total += len(y)
     return 100.0 * correct / max(total, 1)
@@ -133,8 +137,8 @@ def fit(
     layers = prunable_layers(model)
     weights = {name: raw_weight(layer) for name, layer in layers.items()}
     frozen = {name: ~trainable[name] for name in layers}
-    restore = settings.weight_decay > 0  # guard 3 (module docstring)
-    primed = False  # see _prime_second_moments
+    restore = settings.weight_decay > 0 or not SHORTCUTS  # guard 3 (module docstring)
+    primed = not SHORTCUTS  # see _prime_second_moments; the plain loop never primes
     snapshots = {name: w.detach().clone() for name, w in weights.items()} if restore else {}
     head_module = model.heads[head]
     params = list(weights.values()) + list(head_module.parameters()) + list(extra_params or [])

@@ -24,7 +24,7 @@
 # avalanche-lib (naive, EWC, SI, LwF, replay, GEM, A-GEM) and the two upper bounds (independent
 # networks, joint training), each in the same results format and in table T1.
 # Every method keeps the epoch with its best validation accuracy; each classic
-# strategy's key hyperparameter (EWC's and SI's lambda, LwF's alpha, the replay and GEM memories) is
+# strategy's key hyperparameter (EWC's and SI's lambda, LwF's alpha, the replay, GEM and A-GEM memories) is
 # chosen per seed on validation from a small grid (`tune`), and the results record every point tried.
 
 # %% tags=["parameters"]

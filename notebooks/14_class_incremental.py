@@ -39,7 +39,7 @@ progress: bool = True  # tqdm bars (make passes False: headless logs get one lin
 # notebooks 10 and 11's settings to share their runs. split_cifar100 for the paper's protocol.
 scenarios: dict = {
     "split_fashion_mnist": {"model": "mlp", "batch_size": 64},
-    "permuted_fashion_mnist": {"batch_size": 256, "classic_epochs": 1},
+    "permuted_fashion_mnist": {"batch_size": 256},
 }
 # Sub-network methods infer the task; <classic>_single_head trains one head over all classes.
 methods: list = ["ada_qpacknet", "packnet", "wsn", "naive_single_head", "ewc_single_head", "si_single_head", "lwf_single_head", "replay_single_head", "gem_single_head", "agem_single_head"]  # adaqpacknet.experiments.METHODS

@@ -114,13 +114,20 @@ def test_every_classic_strategy_runs_through_avalanche():
 def test_a_classic_strategy_keeps_its_best_validation_epoch(heads):
     # A large lr makes epochs differ; the schedule starts every task at the configured lr and the
     # weights of the best epoch (the first of equals) are those the task ends with.
-    learner = learner_for(config(method="ewc", epochs=3, lr=0.02, heads=heads))
+    learner = learner_for(config(method="ewc", epochs=3, lr=0.02, lr_patience=1, heads=heads))
     results = learner.run()
     check_run_schema(results)
-    for index, task in enumerate(results["per_task"]):
+    for task in results["per_task"]:
         history = [row["val_accuracy"] for row in task["history"]]
-        assert task["epochs_run"] == len(history) == 3 and task["history"][0]["lr"] == 0.02
+        assert task["epochs_run"] == len(history) == 3
         assert task["best_epoch"] == 1 + history.index(max(history)) and task["val_accuracy"] == max(history)
+        # lr_patience=1: halved after every epoch without a gain; every task starts again at 0.02.
+        best, lr, expected = -1.0, 0.02, []
+        for accuracy in history:
+            best, lr = (accuracy, lr) if accuracy > best else (best, lr * 0.5)
+            expected.append(lr)
+        assert [row["lr"] for row in task["history"]] == pytest.approx(expected)
+    assert any(row["lr"] < 0.02 for task in results["per_task"] for row in task["history"])
     last = results["per_task"][-1]
     assert learner.validation_accuracy(len(results["per_task"]) - 1) == last["val_accuracy"]
     assert results["validation"]["acc_per_task"][-1] == last["val_accuracy"]
@@ -137,6 +144,8 @@ def test_the_classic_grid_is_planned_and_chosen_on_validation():
     assert [c.ewc_lambda for c in configs if c.method == "ewc"] == [1.0, 1.0, 100.0, 100.0]
     assert [c.replay_mem_size for c in configs if c.method == "replay"] == [50, 50, 125, 125]
     assert len(experiments.method_configs(["ewc"], [0], settings, tune=None)) == 3  # the default grid
+    # A float field given as an int is scaled as a float (0.5, not round(0.5) = 0).
+    assert experiments.method_configs(["lwf"], [0], {**settings, "lwf_alpha": 1}, tune={"lwf": {"lwf_alpha": [0.5]}})[0].lwf_alpha == 0.5
     for bad, message in [
         ({"packnet": {"ewc_lambda": [1]}}, "only the classic strategies"),
         ({"ewc": {"heads": [1]}}, "not numeric Config fields"),
