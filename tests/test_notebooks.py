@@ -57,7 +57,7 @@ def test_notebook_is_paired_stripped_and_claims_something(script):
     assert {"profile", "results_path", "progress"} <= set(params)
 
 
-TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict}
+TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict, "dict | None": (dict, type(None))}
 
 
 @pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.stem)
