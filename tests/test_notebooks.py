@@ -144,6 +144,10 @@ def test_the_notebooks_read_exactly_the_runs_the_grid_trains(smoke_results):
     for nb in read_notebook_results(folder):
         configs = [r["config"] for r in nb.get("runs", []) + nb.get("variants", [])]
         configs += [r["config"] for r in nb.get("class_incremental", [])]
+        # A tuned strategy's other grid points: the chosen run's config at each point's values.
+        for record in nb.get("tuning", []):
+            chosen = next(r for r in nb["runs"] if (r["scenario"], r["method"], r["seed"]) == (record["scenario"], record["method"], record["seed"]))
+            configs += [{**chosen["config"], **point["values"]} for point in record["points"]]
         read |= {run_dir(Config.from_dict(c), plan.runs_root).relative_to(plan.runs_root).as_posix() for c in configs}
     assert read == set(plan.runs)
 
