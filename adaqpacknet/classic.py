@@ -418,7 +418,6 @@ class ClassicStrategy(ContinualLearner):
             # The final network on every task's validation split: what a hyperparameter is chosen by
             # (experiments.select_on_validation), as the test accuracy matrix's last row is ACC.
             per_task = [self.validation_accuracy(i) for i in range(len(self.per_task))]
-            self.model.eval()
             return {"validation": {"acc_per_task": per_task, "acc": sum(per_task) / len(per_task) if per_task else None}}
         maps = avalanche_owner_maps(self.model)
         owned = {name: int((m != 0).sum()) for name, m in maps.items()}
