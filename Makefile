@@ -49,7 +49,7 @@ test: install data
 # interrupted run resumes from its last checkpoint. Logs: build/logs/<profile>/.
 #   make reproduce                     this machine, JOBS jobs at once (one CPU thread each)
 #   make reproduce GPUS=0,1,2,3        one machine with several GPUs: one GPU per concurrent job
-#   make reproduce EXECUTOR=slurm      one SLURM job per run (profile: workflow/profiles/slurm)
+#   make reproduce EXECUTOR=slurm      one SLURM job per batch of runs (profile: workflow/profiles/slurm)
 #   make reproduce TARGETS=results/default/10_permuted.json   only that notebook and its runs
 PROFILE ?= default
 PARAMS_ROOT ?= notebooks/params
@@ -79,7 +79,7 @@ endif
 reproduce: | $(STAMP) data
 	$(SNAKEMAKE) $(ENGINE) $(SNAKEMAKE_ARGS) $(TARGETS)
 
-# The runs a profile needs, one job each (what `make reproduce` trains).
+# The runs a profile needs and their batches, one job each (what `make reproduce` trains).
 runs: | $(STAMP)
 	@$(PY) -m adaqpacknet runs $(PROFILE) --params-root $(PARAMS_ROOT)
 

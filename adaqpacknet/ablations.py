@@ -28,10 +28,10 @@ def sparsity_configs(
     if not variants or not seeds:
         raise ValueError(f"the ablation needs variants and seeds (got {len(variants)}, {len(seeds)})")
     found = []
-    extra = sorted({key for changes in scenarios.values() for key in (changes or {}) if key in ("methods", "classic_epochs")})
+    extra = sorted({key for changes in scenarios.values() for key in (changes or {}) if key == "methods"})
     if extra:
         raise ValueError(f"the sparsity ablation runs Ada-QPacknet only: a scenario's {extra} would be ignored; remove them")
-    for scenario_settings, _, _ in experiments.per_scenario(settings, scenarios):
+    for scenario_settings, _ in experiments.per_scenario(settings, scenarios):
         scenario = scenario_settings["scenario"]
         for name, changes in variants.items():
             merged = {**scenario_settings, **(changes or {})}

@@ -1,10 +1,12 @@
 """Command line: ``python -m adaqpacknet run [--out DIR] key=value ...`` (and ``runs``, ``check-data``, ``verify-packed``).
 
-``runs PROFILE`` lists the runs a parameter profile needs (one job each, ``adaqpacknet.grid``), and
-``run --profile PROFILE --job ID`` trains exactly one of them into its run folder: the command the
-workflow engine (workflow/Snakefile) runs for every job. Values of ``key=value`` are parsed by the type of the ``Config`` field they set (``none`` for an optional
-field), so ``lr=1e-3`` is a float and ``download=true`` a bool; an unknown key or a bad value
-fails before any data is loaded.
+``runs PROFILE`` lists the runs a parameter profile needs and the batch of each (``adaqpacknet.grid``;
+``--batches`` lists the batches). ``run --profile PROFILE --batch ID`` trains every run of a batch
+in one process, in sequence, each into its own run folder: the command the workflow engine
+(workflow/Snakefile) runs for every job; ``run --profile PROFILE --job ID`` trains exactly one run
+into its folder. Values of ``key=value`` are parsed by the type of the ``Config`` field they set
+(``none`` for an optional field), so ``lr=1e-3`` is a float and ``download=true`` a bool; an
+unknown key or a bad value fails before any data is loaded.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from . import grid
 from .config import Config, parse_override
-from .experiments import verify_packed_run
+from .experiments import run_configs, verify_packed_run
 from .methods import run
 from .results import PACKAGE_ROOT, CorruptFileError
 
@@ -71,20 +73,55 @@ def verify_packed(run_dir: Path, data_root: str | None) -> int:
     return 0 if report["ok"] else 1
 
 
-def list_runs(profile: str, params_root: str, as_json: bool) -> int:
-    """Print every run of a profile: its job id, method, seed and the notebooks that read it."""
+def list_runs(profile: str, params_root: str, as_json: bool, batches: bool = False) -> int:
+    """Print every run of a profile: its id, method, seed, the notebooks that read it and its batch
+    (the job that trains it); with ``batches``, every batch: its id, its number of runs and their ids."""
     plan = grid.plan(profile, params_root)
+    if batches:
+        if as_json:
+            print(json.dumps([{"batch": b, "runs": list(ids)} for b, ids in plan.batches.items()], indent=2))
+        else:
+            for b, ids in plan.batches.items():
+                print(f"{b}\t{len(ids)}\t{' '.join(ids)}")
+        print(f"{len(plan.batches)} batches of {len(plan.runs)} runs in profile {profile!r}", file=sys.stderr)
+        return 0
     if as_json:
         rows = [
             {"id": r.id, "folder": str(plan.runs_root / r.id), "scenario": r.config.scenario, "method": r.config.label,
-             "seed": r.config.seed, "notebooks": list(r.notebooks), "config": r.config.to_dict()}
+             "seed": r.config.seed, "notebooks": list(r.notebooks), "batch": plan.batch_of[r.id], "config": r.config.to_dict()}
             for r in plan.runs.values()
         ]
         print(json.dumps(rows, indent=2))
         return 0
     for r in plan.runs.values():
-        print(f"{r.id}\t{r.config.label}\tseed {r.config.seed}\t{','.join(r.notebooks)}")
-    print(f"{len(plan.runs)} runs in profile {profile!r}, read by {len(plan.notebooks)} notebooks", file=sys.stderr)
+        print(f"{r.id}\t{r.config.label}\tseed {r.config.seed}\t{','.join(r.notebooks)}\t{plan.batch_of[r.id]}")
+    print(
+        f"{len(plan.runs)} runs in profile {profile!r}, read by {len(plan.notebooks)} notebooks, trained in {len(plan.batches)} batches",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def summary(results: dict, out_dir: Path) -> dict:
+    """What ``run`` prints of a finished run."""
+    shown = {k: results.get(k) for k in ("method", "scenario", "seed", "acc", "bwt", "forgetting", "model_bytes", "bit_widths")}
+    shown["capacity_used"] = results.get("capacity_used", {}).get("total")  # methods with owners or masks
+    shown["results"] = str(Path(out_dir) / "results.json")
+    return shown
+
+
+def run_batch(profile: str, batch_id: str, runs: list[grid.Run]) -> int:
+    """Train the runs of a batch (``grid.find_batch``) in this process, in sequence, each into its run
+    folder as ``--job`` would (its lock, resumed from its checkpoint: a finished run returns at once);
+    the runs after a failed one still train. Exit 1 if any run failed."""
+    root = grid.runs_root(profile)
+    print(f"batch {batch_id}: {len(runs)} runs: {', '.join(r.id for r in runs)}", flush=True)
+    results = run_configs([r.config for r in runs], root, keep_going=True)
+    print(json.dumps([summary(res, root / r.id) if res is not None else {"failed": r.id} for r, res in zip(runs, results)], indent=2))
+    failed = [r.id for r, res in zip(runs, results) if res is None]
+    if failed:
+        print(f"error: {len(failed)} of {len(runs)} runs of batch {batch_id} failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -94,13 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="learn every task of a scenario and write results.json")
     run_parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<scenario>/<method>-seed<seed>)")
     run_parser.add_argument("overrides", nargs="*", metavar="key=value", help="Config fields, e.g. epochs=3 seed=1")
-    run_parser.add_argument("--profile", default=None, help="with --job: the parameter profile that plans the run")
+    run_parser.add_argument("--profile", default=None, help="with --job or --batch: the parameter profile that plans the runs")
     run_parser.add_argument("--job", default=None, help="a run id from `runs PROFILE`: train exactly that run, into runs/<profile>/<id>")
+    run_parser.add_argument(
+        "--batch", default=None, help="a batch id from `runs PROFILE --batches`: train its runs in sequence, each into runs/<profile>/<id>"
+    )
     run_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
-    runs_parser = sub.add_parser("runs", help="list the runs a parameter profile needs, one job each")
+    runs_parser = sub.add_parser("runs", help="list the runs a parameter profile needs and their batches (one job each)")
     runs_parser.add_argument("profile", help="a profile name: a folder of parameter files under --params-root")
     runs_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
     runs_parser.add_argument("--json", action="store_true", help="one JSON record per run, with its full config")
+    runs_parser.add_argument("--batches", action="store_true", help="list the batches (one job each) instead: id, number of runs, run ids")
     check_parser = sub.add_parser("check-data", help="check that every scenario of a parameter profile has its data")
     check_parser.add_argument("profile_dir", type=Path, help="a folder of notebook parameter files, e.g. notebooks/params/paper")
     verify_parser = sub.add_parser(
@@ -119,9 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "runs":
         try:
-            return list_runs(args.profile, args.params_root, args.json)
+            return list_runs(args.profile, args.params_root, args.json, args.batches)
         except ValueError as error:
             parser.error(str(error))
+    if args.batch is not None:
+        if args.job is not None or args.profile is None or args.overrides or args.out:
+            parser.error("run --batch ID needs --profile PROFILE and takes no --job, key=value or --out (the profile sets them)")
+        try:
+            runs = grid.find_batch(args.profile, args.batch, args.params_root)
+        except ValueError as error:
+            parser.error(str(error))
+        return run_batch(args.profile, args.batch, runs)
     if args.job is not None or args.profile is not None:
         if args.job is None or args.profile is None or args.overrides or args.out:
             parser.error("run --job ID needs --profile PROFILE and takes no key=value or --out (the profile sets both)")
@@ -137,8 +186,5 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         out_dir = args.out or default_out_dir(config)
     results = run(config, out_dir)
-    summary = {k: results.get(k) for k in ("method", "scenario", "seed", "acc", "bwt", "forgetting", "model_bytes", "bit_widths")}
-    summary["capacity_used"] = results.get("capacity_used", {}).get("total")  # methods with owners or masks
-    summary["results"] = str(Path(out_dir) / "results.json")
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary(results, out_dir), indent=2))
     return 0

@@ -63,6 +63,11 @@ class Config:
     class_order: str = "fixed"  # split scenarios: "fixed" (WSN) or "shuffled" by seed
 
     # --- optimisation (method.md §3: Adam, lr 1e-3 halved after 6 epochs without improvement) ---
+    # Every method's reported network trains epochs + finetune_epochs epochs per task (the equal
+    # budget of T1, ``epochs_per_task``): the pruning methods (Ada-QPacknet, PackNet) train the free
+    # weights for ``epochs``, prune, and retrain the survivors for ``finetune_epochs``; every other
+    # method (WSN, independent, joint, the classic strategies) trains for the sum. Ada-QPacknet's
+    # search trains ``population`` such candidates and keeps one (population=1: equal gradient steps).
     epochs: int = 5  # training epochs of the free weights, per candidate
     finetune_epochs: int = 1  # retraining epochs of the survivors after pruning
     batch_size: int = 10
@@ -258,11 +263,18 @@ class Config:
         if self.method in ("ada_qpacknet", "packnet"):
             budget = "_budget" if self.capacity_rule == "budget" else ""
             isolated = "" if self.reuse_frozen else "_no_reuse"
+            # One candidate: no search, and as many gradient steps per task as every other method.
+            single = "_p1" if self.method == "ada_qpacknet" and self.population == 1 else ""
             stored = "_float" if self.method == "ada_qpacknet" and self.quantizer == "none" else ""
-            return f"{self.method}{budget}{isolated}{stored}"
+            return f"{self.method}{budget}{isolated}{single}{stored}"
         if self.heads == "single":
             return f"{self.method}_single_head"
         return self.method
+
+    @property
+    def epochs_per_task(self) -> int:
+        """Training epochs of the reported network per task, retraining included: the same for every method."""
+        return self.epochs + self.finetune_epochs
 
     def prune_ratio(self, task_index: int) -> float:
         """PackNet's prune ratio of task ``task_index`` (0-based)."""

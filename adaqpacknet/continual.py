@@ -11,6 +11,7 @@ import dataclasses
 import json
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,21 @@ def float32_bytes(*modules: nn.Module) -> int:
     return 4 * sum(p.numel() for module in modules for p in module.parameters())
 
 
+def tensor_bytes(tensors: Iterable[Tensor]) -> int:
+    """Bytes of ``tensors`` as held: ``numel() * element_size()`` each, a tensor object counted once."""
+    unique = {id(t): t for t in tensors}
+    return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+# The one rule of ``state_bytes`` (every method's ``state()``), beside ``model_bytes`` (``storage()``).
+STATE_BYTES_RULE = (
+    "state_bytes = the bytes a method keeps after a task, beyond the bytes to predict (model_bytes), "
+    "because its training of a later task reads them; counted from the objects it holds after the task, "
+    "numel x element size of each tensor in its own dtype; scratch that a later task overwrites before "
+    "reading it (per-step gradients, optimiser moments reset per task, the best epoch's weights) is not counted"
+)
+
+
 def _same_json(path: Path, data: Any) -> bool:
     """Whether ``path`` holds exactly ``data`` (after a JSON round trip); False if unreadable."""
     try:
@@ -76,7 +92,8 @@ class ContinualLearner(ABC):
     dict) and may override ``show`` (the view of task ``index`` before it is evaluated),
     ``extra_tensors`` / ``load_extra_tensors`` (checkpointed state beyond the model's),
     ``method_results`` (keys beyond the common ones), ``storage`` (the method's natural storage
-    in bytes) and ``write_outputs`` (files beside the results).
+    in bytes), ``state`` (the bytes it keeps beyond those to go on learning) and ``write_outputs``
+    (files beside the results).
     """
 
     # False for a method that learns every task at once: one row of accuracies, no BWT/forgetting.
@@ -151,6 +168,20 @@ class ContinualLearner(ABC):
     def storage(self) -> tuple[int, str]:
         """Bytes of the learned tasks under the method's natural storage, and how they are counted."""
 
+    def state(self) -> tuple[int, str]:
+        """Bytes the method keeps after the tasks learned so far, beyond ``storage()``'s bytes to
+        predict, in order to go on learning the next task, and how they are counted (results:
+        ``state_bytes``, ``state_bytes_definition``). The one rule, for every method:
+
+        state_bytes = the bytes a method keeps after a task, beyond the bytes to predict
+        (model_bytes), because its training of a later task reads them; counted from the objects it
+        holds after the task, numel x element size of each tensor in its own dtype; scratch that a
+        later task overwrites before reading it is not counted (``STATE_BYTES_RULE``).
+
+        The default: nothing is kept beyond the bytes to predict.
+        """
+        return 0, "0: nothing is kept beyond the bytes to predict"
+
     def write_outputs(self, directory: Path) -> None:
         pass
 
@@ -214,6 +245,7 @@ class ContinualLearner(ABC):
         body = body_parameter_count(self.model)
         heads = [{"weight": h.weight.numel(), "bias": h.bias.numel()} for h in self.model.heads[:T]]
         model_bytes, definition = self.storage() if T else (None, None)
+        state_bytes, state_definition = self.state() if T else (None, None)
         return {
             "schema_version": SCHEMA_VERSION,
             "method": self.config.label,
@@ -225,6 +257,8 @@ class ContinualLearner(ABC):
             "resumed_in": self.resumed_in,
             "num_tasks": T,
             "task_names": [t.name for t in self.scenario.tasks[:T]],
+            "sequential": self.sequential,
+            "train_samples": [len(t.train) for t in self.scenario.tasks[:T]],
             "acc_matrix": self.acc_matrix,
             "acc": metrics.average_accuracy(self.acc_matrix) if sequential else final_mean,
             "bwt": metrics.backward_transfer(self.acc_matrix) if sequential else None,
@@ -241,6 +275,8 @@ class ContinualLearner(ABC):
             },
             "model_bytes": model_bytes,
             "model_bytes_definition": definition,
+            "state_bytes": state_bytes,
+            "state_bytes_definition": state_definition,
             "dense_float32_bytes": 4 * (body + sum(heads[0].values())) if T else None,
             **self.method_results(),
             "per_task": self.per_task,

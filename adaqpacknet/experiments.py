@@ -28,7 +28,7 @@ from .task_inference import CRITERIA, check_class_incremental, class_incremental
 from .results import PACKAGE_ROOT, SCHEMA_VERSION, CorruptFileError, read_json, write_json
 from .training import evaluate
 
-NOTEBOOK_SCHEMA_VERSION = 3  # 3: scenario notebooks record their classic strategies' tuning; 2: class-incremental inference names
+NOTEBOOK_SCHEMA_VERSION = 4  # 4: 14 records its single-head tuning, tuning records say "edge"; 3: scenario notebooks record their classic strategies' tuning; 2: class-incremental inference names
 
 # Each method is a set of Config changes on top of a notebook's settings.
 METHODS: dict[str, dict[str, Any]] = {
@@ -36,6 +36,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "ada_qpacknet_float": {"quantizer": "none"},
     # Every task an equal share of the pool left for it and the tasks to come (Config.capacity_rule).
     "ada_qpacknet_budget": {"capacity_rule": "budget"},
+    # The budget variant with one candidate: total gradient steps per task equal to every other method's.
+    "ada_qpacknet_budget_p1": {"capacity_rule": "budget", "population": 1},
     "packnet": {"method": "packnet", "quantizer": "none", "population": 1},
     "wsn": {"method": "wsn"},
     "independent": {"method": "independent"},
@@ -46,24 +48,23 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-# The key hyperparameter of each classic strategy and the factors of its configured value tried on
-# validation (the `tune` parameter of notebooks 10-13; None there means this grid, {} no tuning). A
-# factor scales the run's own setting (an int setting is rounded), so one grid serves a profile's
-# memories of 256 and the paper's of 1000. Each point is a run of its own; each seed keeps the point
-# whose final network has the best mean validation accuracy over the tasks (select_on_validation),
-# as Ada-QPacknet chooses its ratios and bits on validation. EWC's and SI's lambdas go up from the
-# ContinualAI baselines' 1.0 (avalanche's importances are small); memories are tried smaller and
-# larger except GEM's, whose cost grows with it (its profile value is the time budget's upper end).
-# LwF's temperature stays at its setting: one key per strategy keeps the grid at three runs a seed.
+# The key hyperparameter of each regularisation strategy and the factors of its configured value
+# tried on validation (the `tune` parameter of notebooks 10-14; None there means this grid, {} no
+# tuning). A factor scales the run's own setting (an int setting is rounded). Each point is a run of
+# its own; each seed keeps the point whose final network has the best mean validation accuracy over
+# the tasks (select_on_validation), as Ada-QPacknet chooses its ratios and bits on validation; a
+# point chosen at an end of its grid is marked as an edge in T1 and T1c. EWC's and SI's lambdas go up
+# from the ContinualAI baselines' 1.0 (avalanche's importances are small): with 1 epoch per task the
+# default profile chose 10-100 for EWC, 100 (the grid's end) for SI and 2 (the end) for LwF's alpha,
+# where 4 was better still, so the grids are centred there. Replay, GEM and A-GEM are not tuned: their
+# memory is a resource budget, fixed and the same for the three (the profiles' overrides), not a
+# hyperparameter to tune upwards. LwF's temperature stays at its setting: one key per strategy.
 NO_TUNING: Mapping[str, dict[str, list]] = MappingProxyType({})  # every strategy at its Config values
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}  # "int", "float", ... (string annotations)
 CLASSIC_GRID: dict[str, dict[str, list[float]]] = {
-    "ewc": {"ewc_lambda": [1, 10, 100]},
-    "si": {"si_lambda": [1, 10, 100]},
-    "lwf": {"lwf_alpha": [0.5, 1, 2]},
-    "replay": {"replay_mem_size": [0.5, 1, 2]},
-    "gem": {"gem_patterns_per_exp": [0.25, 0.5, 1]},
-    "agem": {"agem_patterns_per_exp": [0.5, 1, 2]},
+    "ewc": {"ewc_lambda": [10, 100, 1000]},
+    "si": {"si_lambda": [10, 100, 1000]},
+    "lwf": {"lwf_alpha": [1, 2, 4]},
 }
 
 
@@ -86,26 +87,24 @@ def run_dir(config: Config, runs_root: str | Path) -> Path:
     return resolve(runs_root) / config.scenario / config.label / f"{config_hash(config)}-seed{config.seed}"
 
 
-def method_config(method: str, settings: dict[str, Any], seed: int, classic_epochs: int | None = None) -> Config:
+def method_config(method: str, settings: dict[str, Any], seed: int) -> Config:
     """The Config of ``method`` on ``settings`` with ``seed``; bad names and values fail here.
 
-    ``classic_epochs``, when given, replaces ``epochs`` for the classic strategies only (a profile
-    may lower their epochs to fit its time budget; T1's epochs column shows what each method ran).
+    Every method trains ``epochs + finetune_epochs`` epochs per task (``Config.epochs_per_task``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
     settings = dict(settings)
     if settings.get("data_root"):
         settings["data_root"] = str(resolve(settings["data_root"]))
-    if classic_epochs and METHODS[method].get("method") in CLASSIC_METHODS:
-        settings["epochs"] = classic_epochs
     return Config.from_dict({**settings, **METHODS[method], "seed": seed})
 
 
-def tuning_grid(tune: dict[str, dict[str, list]] | None, methods: list[str]) -> dict[str, list[dict[str, float]]]:
+def tuning_grid(tune: Mapping[str, dict[str, list]] | None, methods: list[str]) -> dict[str, list[dict[str, float]]]:
     """``tune`` (None = CLASSIC_GRID) as method -> its points, each ``{Config field: factor}``, for
-    the ``methods`` it names; a method that is not a classic strategy, a field that is not a numeric
-    Config field or a factor that is not a positive number is an error."""
+    each of ``methods`` (names of METHODS or run labels) whose classic strategy it names: ``ewc``'s
+    grid also tunes ``ewc_single_head``. A key that is not a classic strategy, a field that is not a
+    numeric Config field or a factor that is not a positive number is an error."""
     tune = CLASSIC_GRID if tune is None else tune
     if not isinstance(tune, Mapping):
         raise ValueError(f"tune={tune!r} must map a classic strategy to {{Config field: [values]}} (None = the default grid)")
@@ -121,14 +120,14 @@ def tuning_grid(tune: dict[str, dict[str, list]] | None, methods: list[str]) -> 
         bad = [v for values in fields.values() for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
         if bad:
             raise ValueError(f"tune[{method!r}] has factors {bad}: each must be a number > 0 (a factor of the configured value)")
-        if method in methods:
-            points[method] = [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
+        for name in methods:
+            if METHODS.get(name, {}).get("method") == method:
+                points[name] = [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
     return points
 
 
 def method_configs(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], classic_epochs: int | None = None,
-    tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
+    methods: list[str], seeds: list[int], settings: dict[str, Any], tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
 ) -> list[Config]:
     """The Config of every (method, seed), methods outermost; every one is validated here. A method
     that ``tune`` names (``tuning_grid``) has one config per point of its grid and seed."""
@@ -137,7 +136,7 @@ def method_configs(
     for method in methods:
         for point in grid.get(method, [{}]):
             for seed in seeds:
-                config = method_config(method, settings, seed, classic_epochs)
+                config = method_config(method, settings, seed)
                 configs.append(config.replace(**{field: _scaled(config, field, factor) for field, factor in point.items()}))
     return configs
 
@@ -148,10 +147,11 @@ def _scaled(config: Config, field: str, factor: float) -> float:
     return round(value) if _FIELD_TYPES[field] == "int" else float(value)
 
 
-def select_on_validation(runs: list[dict[str, Any]], tune: dict[str, dict[str, list]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def select_on_validation(runs: list[dict[str, Any]], tune: Mapping[str, dict[str, list]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The runs with each tuned strategy's best grid point per seed, in their order, and one record
     per (strategy, seed): every point's final validation accuracy (the choice) and test accuracy
-    (reported, never used), and the chosen point. On a tie the earlier point of the grid is kept."""
+    (reported, never used), the chosen point, and ``edge``: whether a chosen value is the smallest or
+    largest of its field's grid (the optimum may lie beyond). On a tie the earlier point is kept."""
     grid = tuning_grid(tune, sorted({r["method"] for r in runs}))
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for run in runs:
@@ -169,25 +169,33 @@ def select_on_validation(runs: list[dict[str, Any]], tune: dict[str, dict[str, l
                 for r in group
             ],
             "chosen": {f: best["config"][f] for f in fields},
+            "edge": at_grid_edge({f: best["config"][f] for f in fields}, [{f: r["config"][f] for f in fields} for r in group]),
         })
     return [r for r in runs if r["method"] not in grid or id(r) in chosen_ids], records
 
 
+def at_grid_edge(point: Mapping[str, float], grid: list[Mapping[str, float]]) -> bool:
+    """Whether a value of ``point`` is the smallest or largest its field takes in ``grid`` (a field
+    with one value is no edge): a choice there may have its optimum beyond the grid."""
+    return any(
+        value in (min(p[field] for p in grid), max(p[field] for p in grid))
+        for field, value in point.items() if len({p[field] for p in grid}) > 1
+    )
+
+
 def per_scenario(
     settings: dict[str, Any], scenarios: dict[str, dict[str, Any]], methods: list[str] | None = None
-) -> list[tuple[dict[str, Any], int | None, list[str] | None]]:
-    """``(settings, classic_epochs, methods)`` of each scenario of a notebook that runs several:
-    ``settings`` with the scenario and the scenario's own Config changes (its network, its batch
-    size); a scenario's ``classic_epochs`` entry sets its classic strategies' epochs
-    (``method_config``), and its ``methods`` entry replaces ``methods`` for that scenario."""
+) -> list[tuple[dict[str, Any], list[str] | None]]:
+    """``(settings, methods)`` of each scenario of a notebook that runs several: ``settings`` with
+    the scenario and the scenario's own Config changes (its network, its batch size); a scenario's
+    ``methods`` entry replaces ``methods`` for that scenario."""
     if not scenarios:
         raise ValueError("scenarios={}: give at least one scenario and its Config changes")
     found = []
     for scenario, changes in scenarios.items():
         changes = dict(changes or {})
-        classic_epochs = changes.pop("classic_epochs", None)
         own_methods = changes.pop("methods", methods)
-        found.append(({**settings, "scenario": scenario, **changes}, classic_epochs, own_methods))
+        found.append(({**settings, "scenario": scenario, **changes}, own_methods))
     return found
 
 
@@ -213,39 +221,63 @@ def results_file(results_path: str, profile: str, notebook: str) -> Path:
 
 
 def run_methods(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, classic_epochs: int | None = None,
+    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path,
     tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
 ) -> list[dict[str, Any]]:
     """Results of every (method, seed) and tuning point, each run resumed from its folder when it exists.
 
     Every config is built (and so validated) before the first run starts.
     """
-    return run_configs(method_configs(methods, seeds, settings, classic_epochs, tune), runs_root)
+    return run_configs(method_configs(methods, seeds, settings, tune), runs_root)
 
 
-def run_configs(configs: list[Config], runs_root: str | Path) -> list[dict[str, Any]]:
-    """Results of every config (validated beforehand), each run resumed from its folder when it exists."""
-    results = []
+def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool = False) -> list[dict[str, Any] | None]:
+    """Results of every config (validated beforehand), each run resumed from its folder when it exists.
+
+    Consecutive runs on the same data (``grid.data_key``) share one built Scenario, and so the
+    classic strategies' float copies of its training images (``classic._train_inputs``): a batch of
+    runs (``grid.Plan.batches``) loads its data once. Each run's results are those it gets alone.
+    With ``keep_going``, a run that fails is reported (its traceback on stderr, its result None) and
+    the runs after it still train; without, its error stops the loop.
+    """
+    import traceback
+
+    from .grid import data_key
+    from .methods import LEARNERS
+
+    results: list[dict[str, Any] | None] = []
+    shared: tuple[tuple, Any] | None = None  # (data key, Scenario) of the last run
     for number, config in enumerate(configs, start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
-        results.append(run_learner(learner_for(config), run_dir(config, runs_root)))
+        try:
+            if shared is None or shared[0] != data_key(config):
+                shared = None  # the previous scenario's tensors go before the next one's are built
+                shared = (data_key(config), scenario_of(config))
+            results.append(run_learner(LEARNERS[config.method](config, shared[1]), run_dir(config, runs_root)))
+        except Exception:
+            if not keep_going:
+                raise
+            traceback.print_exc()
+            print(f"run {number}/{len(configs)} FAILED: {run_dir(config, runs_root)}", flush=True)
+            results.append(None)
         # A classic strategy's learner sits in reference cycles (avalanche's strategy and plugins)
-        # that hold its tasks as float tensors, 1.6 GB on permuted Fashion-MNIST: collected only
-        # when the cyclic collector runs, 21 of them took a notebook to 15 GB. Collect each at once.
+        # that hold its tasks as float tensors and its strategy's state, 1.6 GB on permuted
+        # Fashion-MNIST: collected only when the cyclic collector runs, 21 of them took a notebook
+        # to 15 GB. Collect each at once (the shared float copies stay, for the next run).
         gc.collect()
     return results
 
 
 def scenario_notebook(
     notebook: str, profile: str, results_path: str, methods: list[str], seeds: list[int], settings: dict[str, Any],
-    classic_epochs: int | None = None, tune: dict[str, dict[str, list]] | None = None,
+    tune: dict[str, dict[str, list]] | None = None,
 ) -> dict[str, Any]:
     """The body of every scenario notebook: run the methods over the seeds (the classic strategies
     over their grid, ``tuning_grid``), keep each tuned strategy's best point per seed on validation,
     write the results JSON (``runs``: one per method and seed; ``tuning``: every point tried)."""
-    tried = run_methods(methods, seeds, settings, profile_folder("runs", profile), classic_epochs, tune)
+    tried = run_methods(methods, seeds, settings, profile_folder("runs", profile), tune)
     runs, tuning = select_on_validation(tried, tune)
-    parameters = {"methods": methods, "seeds": seeds, "settings": settings, "classic_epochs": classic_epochs, "tune": tune}
+    parameters = {"methods": methods, "seeds": seeds, "settings": settings, "tune": tune}
     results = notebook_results(notebook, profile, parameters, runs=runs, tuning=tuning)
     write_notebook_results(results_file(results_path, profile, notebook), results)
     return results
@@ -260,11 +292,12 @@ def load_learner(config: Config, runs_root: str | Path) -> ContinualLearner:
 
 def class_incremental_runs(
     methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, inference: list[str],
-    classic_epochs: int | None = None,
-) -> list[dict[str, Any]]:
+    tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Class-incremental results (``task_inference.class_incremental_report``) of every (method,
-    seed), one record per way of inferring the task; runs are loaded from their folders (trained
-    first if missing).
+    seed), one record per way of inferring the task, and the tuning records of the single-head
+    strategies (``select_on_validation``: chosen per seed on validation over ``tune``'s grid, as in
+    T1); runs are loaded from their folders (trained first if missing).
 
     Sub-network methods infer the task by each of ``inference`` (``"entropy"`` per sample,
     ``"supsup@16"`` once per test batch of 16 samples of one task); single-head methods
@@ -274,11 +307,14 @@ def class_incremental_runs(
         raise ValueError(f"inference=[]: give one or more of {', '.join(CRITERIA)}, each alone or as <criterion>@<batch size>")
     for name in inference:
         parse_inference(name)
-    configs = method_configs(methods, seeds, settings, classic_epochs)
+    configs = method_configs(methods, seeds, settings, tune)
     for config in configs:
         check_class_incremental(config.method, config.heads)
+    tried = run_configs(configs, runs_root)
+    chosen, tuning = select_on_validation(tried, tune)
+    kept = {id(run) for run in chosen}
     records = []
-    for config in configs:
+    for config in (c for c, run in zip(configs, tried) if id(run) in kept):
         learner = load_learner(config, runs_root)
         for name, report in class_incremental_report(learner, inference).items():
             records.append({
@@ -287,7 +323,7 @@ def class_incremental_runs(
             })
         del learner
         gc.collect()  # as in run_configs: a classic learner's cycles hold its data until collected
-    return records
+    return records, tuning
 
 
 def notebook_results(notebook: str, profile: str, parameters: dict[str, Any], **sections: Any) -> dict[str, Any]:

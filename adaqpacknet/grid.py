@@ -1,13 +1,18 @@
-"""The runs a parameter profile needs, listed without executing a notebook: one job per run.
+"""The runs a parameter profile needs, listed without executing a notebook, and their batches (one job each).
 
 A profile is a folder of parameter files, one per notebook (``notebooks/params/<profile>/<nb>.yaml``).
 Each experiment notebook turns its parameters (the notebook's defaults, overridden by the file)
 into runs, and a run's folder is named by its config (``experiments.run_dir``). This module makes
 the same configs from the same parameters, so that a workflow engine (``workflow/Snakefile``) can
-train every run as an independent job, in parallel or on a cluster, before the notebooks execute:
+train every run in independent jobs, in parallel or on a cluster, before the notebooks execute:
 the notebooks then find their runs finished in the run cache, and only aggregate, tabulate and
 plot. A notebook asked for a run that no job trained (one this module does not know how to plan)
 still trains it itself, as it always did.
+
+The engine trains the runs in batches (``Plan.batches``): one process trains a batch's runs in
+sequence (``python -m adaqpacknet run --profile P --batch ID``), each into its own folder as if
+alone, paying the start-up (imports, data, the classic strategies' float copies of the training
+images) once per batch instead of once per run.
 
 A notebook parameter whose name is a ``Config`` field is a setting of every run of that notebook
 (``num_tasks: 0`` means the scenario's own number); ``overrides`` adds any other field. The
@@ -20,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,11 +33,20 @@ import yaml
 
 from . import experiments
 from .ablations import sparsity_configs
-from .config import Config, field_names
+from .config import AVALANCHE_METHODS, Config, field_names
 
 NOTEBOOKS_DIR = experiments.resolve("notebooks")
 PARAMS_ROOT = "notebooks/params"
 REPORT_PREFIX = "9"  # 90_tables, 91_figures: they read every experiment notebook's results
+
+# At most this many runs in one batch (one process, one job): a larger group is split into
+# near-equal batches. A classic strategy's process pays ~15 s before its first run trains on permuted
+# Fashion-MNIST (measured: torch 1.5 s, avalanche-lib 4.4 s, the scenario 0.9 s, the float copies of
+# 10 tasks' training images 7.7 s; the next run in the same process 0.3 s), and a default-profile run
+# trains for 40-100 s, so a batch of 6 trains for 4-10 min: the default profile's 201 runs make 42
+# jobs instead of 201, still enough for 2 cores to stay busy to the end (a larger cap saves little
+# more start-up and lengthens the tail, the last batch, during which one core may wait alone).
+MAX_BATCH_RUNS = 6
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,44 @@ class Plan:
     def reports(self) -> list[str]:
         """Notebooks that read every experiment notebook's results (tables, figures)."""
         return [stem for stem in self.notebooks if stem.startswith(REPORT_PREFIX)]
+
+    @cached_property
+    def batches(self) -> dict[str, tuple[str, ...]]:
+        """Batch id -> the ids of the runs one process trains in sequence, in plan order.
+
+        One batch per scenario's data (``data_key``: the runs share one built Scenario) and family
+        (``family``: the classic strategies share their float copies of its training images too),
+        split round-robin into near-equal batches of at most ``MAX_BATCH_RUNS`` when larger. The ids
+        (``<scenario>_seed<seed>_<family>_<k>``, k from 1 within a scenario, seed and family) and
+        the order are deterministic: a function of the plan. Every run is in exactly one batch.
+        """
+        groups: dict[tuple, list[str]] = {}
+        for run_id, run in self.runs.items():
+            groups.setdefault((data_key(run.config), family(run.config)), []).append(run_id)
+        batches: dict[str, tuple[str, ...]] = {}
+        numbered: dict[str, int] = {}
+        for (key, kind), ids in groups.items():
+            prefix = f"{key[0]}_seed{key[1]}_{kind}"
+            count = -(-len(ids) // MAX_BATCH_RUNS)
+            for part in range(count):
+                numbered[prefix] = numbered.get(prefix, 0) + 1
+                batches[f"{prefix}_{numbered[prefix]}"] = tuple(ids[part::count])
+        return batches
+
+    @cached_property
+    def batch_of(self) -> dict[str, str]:
+        """Run id -> the id of its batch."""
+        return {run_id: batch for batch, ids in self.batches.items() for run_id in ids}
+
+
+def family(config: Config) -> str:
+    """``"classic"`` for the avalanche strategies (they share float copies of the training images), else ``"other"``."""
+    return "classic" if config.method in AVALANCHE_METHODS else "other"
+
+
+def data_key(config: Config) -> tuple:
+    """The Config fields that build a run's scenario: equal keys, identical tensors (``build_scenario``)."""
+    return (config.scenario, config.seed, config.data_root, config.num_tasks, config.val_fraction, config.class_order)
 
 
 def runs_root(profile: str) -> Path:
@@ -106,15 +159,15 @@ def run_settings(parameters: dict[str, Any]) -> dict[str, Any]:
 
 def _methods_over_seeds(p: dict[str, Any]) -> list[Config]:
     # 10-13 (scenario notebooks): every method, every seed, every point of a classic strategy's grid.
-    return experiments.method_configs(p["methods"], p["seeds"], run_settings(p), p.get("classic_epochs") or None, p.get("tune"))
+    return experiments.method_configs(p["methods"], p["seeds"], run_settings(p), p.get("tune"))
 
 
 def _class_incremental(p: dict[str, Any]) -> list[Config]:
-    # 14: every method, every seed, on each scenario with its own settings.
+    # 14: every method, every seed and single-head grid point, on each scenario with its own settings.
     return [
         config
-        for settings, classic_epochs, methods in experiments.per_scenario(run_settings(p), p["scenarios"], p["methods"])
-        for config in experiments.method_configs(methods, p["seeds"], settings, classic_epochs)
+        for settings, methods in experiments.per_scenario(run_settings(p), p["scenarios"], p["methods"])
+        for config in experiments.method_configs(methods, p["seeds"], settings, p.get("tune"))
     ]
 
 
@@ -176,6 +229,18 @@ def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
         notebooks[stem] = tuple(ids)
     runs = {run_id: Run(run_id, configs[run_id], tuple(readers[run_id])) for run_id in configs}
     return Plan(profile=profile, params_dir=params_dir, notebooks=notebooks, runs=runs)
+
+
+def find_batch(profile: str, batch_id: str, params_root: str | Path = PARAMS_ROOT) -> list[Run]:
+    """The runs of batch ``batch_id`` of ``profile``, in training order; an unknown id is an error."""
+    planned = plan(profile, params_root)
+    if batch_id not in planned.batches:
+        shown = ", ".join(list(planned.batches)[:5]) + (" ..." if len(planned.batches) > 5 else "")
+        raise ValueError(
+            f"profile {profile!r} has no batch {batch_id!r} ({len(planned.batches)} batches: {shown}); "
+            f"list them with `python -m adaqpacknet runs {profile} --batches`"
+        )
+    return [planned.runs[run_id] for run_id in planned.batches[batch_id]]
 
 
 def find_run(profile: str, run_id: str, params_root: str | Path = PARAMS_ROOT) -> Run:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import metrics
 from .config import Config
-from .continual import ContinualLearner
+from .continual import ContinualLearner, tensor_bytes
 from .data import Scenario, Task
 from .models import HEAD, HEAD_BIAS, MultiHeadNet
 from .ownership import (
@@ -212,9 +212,10 @@ class AdaQPacknet(ContinualLearner):
             step.epochs_run += report.epochs_run
 
         if cfg.prune_schedule == "fixed_mask":
-            # Reference-code-faithful: the magnitude mask is fixed at the start and trained with.
+            # Reference-code-faithful: the magnitude mask is fixed at the start and trained with, for
+            # the whole budget of a task (Config.epochs_per_task), as every other schedule.
             keep = prune()
-            train(keep, cfg.epochs, desc)
+            train(keep, cfg.epochs_per_task, desc)
             return keep
         train(free, cfg.epochs, desc)
         keep = prune()
@@ -330,6 +331,22 @@ class AdaQPacknet(ContinualLearner):
         # One rule for every owner-map method (PackNet too): its packed file, measured on disk.
         stored = "float32 owned weights and heads" if self.config.quantizer == "none" else "codes and codebooks"
         return self.pack()[1]["packed_bytes"], f"the packed file on disk (entropy-coded owner maps, {stored}, metadata)"
+
+    def state(self) -> tuple[int, str]:
+        # The owner maps, codebooks and owned (quantised) weights are all in the packed file, and no
+        # float copy of a frozen weight is kept; the probe logits only check the packed file. The free
+        # weights are what the next task trains on: re-initialised when it starts (nothing kept),
+        # unless free_init="keep" trains on from their values.
+        if self.config.free_init != "keep":
+            return 0, (
+                f"0: owner maps, codebooks and owned weights are in the packed file (model_bytes); the free weights are "
+                f"re-initialised when the next task starts (free_init='{self.config.free_init}')"
+            )
+        free, layers = free_masks(self.model), prunable_layers(self.model)
+        return tensor_bytes(raw_weight(layers[name]).detach()[free[name]] for name in self.layer_names), (
+            "the float32 free weights (owned by no task), which the next task trains on from their values "
+            "(free_init='keep'); owner maps, codebooks and owned weights are in the packed file (model_bytes)"
+        )
 
     def method_results(self) -> dict[str, Any]:
         owners = owner_maps(self.model)

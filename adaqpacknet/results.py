@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load_file, save
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_VERSION = 4  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes; 4: one storage rule, classic validation
+SCHEMA_VERSION = 5  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes; 4: one storage rule, classic validation;
+# 5: equal epochs per task (epochs + finetune_epochs for every method), one validation split per source, state_bytes, train_samples
 CHECKPOINT_PREFIX = "checkpoint-"  # + tasks done + ".safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
@@ -88,6 +89,8 @@ RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "resumed_in": list,
     "num_tasks": int,
     "task_names": list,
+    "sequential": bool,  # False for joint training: one training over every task
+    "train_samples": list,  # training samples of each task (gradient steps = epochs x samples // batch)
     "acc_matrix": list,
     "acc": (int, float),
     "bwt": (int, float, type(None)),  # None for joint training (no task sequence)
@@ -96,6 +99,8 @@ RUN_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "weights": dict,
     "model_bytes": int,
     "model_bytes_definition": str,
+    "state_bytes": int,  # kept beyond model_bytes to go on learning (continual.STATE_BYTES_RULE)
+    "state_bytes_definition": str,
     "dense_float32_bytes": int,
     "per_task": list,
     "timings": dict,

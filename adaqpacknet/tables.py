@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .data.scenarios import SCENARIOS
+from .experiments import at_grid_edge
 from .models import has_batch_norm
 from .packing import storage_comparison
 from .results import write_text
@@ -26,17 +27,32 @@ from .results import write_text
 T1_CAPTION = (
     "T1: task-incremental results, mean ± std over seeds. ACC = mean final test accuracy (%); "
     "BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) in pp; capacity = share of "
-    "body weights owned (WSN: selected by some task's mask); size = every method counted by one rule, in KiB: "
-    "the owner-map methods (Ada-QPacknet, PackNet), their packed file on disk (entropy-coded owner maps; "
-    "codes and codebooks, or float32 weights; header and metadata); WSN, float32 for the weights some mask "
-    "selects + its masks entropy-coded by the same coder + float32 heads (no header counted); independent, one float32 network per task; joint and "
-    "the classic strategies, one float32 network with every head. n/a: not defined for the method (joint "
-    "training has no task sequence). epochs = training epochs per task as run: (train + retrain after "
-    "pruning) x candidates of the sparsity search, and x the points of a classic strategy's hyperparameter "
-    "grid, one run each, of which the best on validation is reported per seed (T1c); every method keeps "
-    "the epoch with its best validation accuracy. batch = training batch size; eval batch = evaluation batch size of networks with "
-    "batch-statistics BatchNorm, whose accuracy depends on it (evaluation splits are shuffled once, so "
-    "batches mix classes); n/a for networks without BatchNorm."
+    "body weights owned (WSN: selected by some task's mask). Bytes by two rules, in KiB. size = the bytes "
+    "to predict every learned task: the owner-map methods (Ada-QPacknet, PackNet), their packed file on "
+    "disk (entropy-coded owner maps; codes and codebooks, or float32 weights; header and metadata); WSN, "
+    "float32 for the weights some mask selects + its masks entropy-coded by the same coder + float32 heads "
+    "(no header counted); independent, one float32 network per task; joint and the classic strategies, one "
+    "float32 network with every head. state = the bytes a method keeps after its last task beyond "
+    "size, because training a later task reads them, summed over the tensors it holds (numel x element size; "
+    "scratch overwritten before it is read not counted): replay and A-GEM, their buffers' samples as held "
+    "(float32 input + int64 label + int64 task label each); GEM, its memory of every task, the same; EWC, per "
+    "learned task a float32 copy of every parameter (every head) and its Fisher importance; SI, float32 "
+    "reference weights, importances and path integral of the body weights; LwF, its teacher, a float32 copy of "
+    "the network; joint training, every task's training and validation images (uint8) and labels (int64); "
+    "WSN, the float32 weights no mask selects (later tasks train them) + a float32 score per body weight; 0 "
+    "for naive, independent networks (each task starts anew) and the owner-map methods (owner maps and owned "
+    "weights are in the packed file, free weights are re-initialised; with free_init='keep', the float32 free "
+    "weights). n/a: not defined for the method (joint training has no task "
+    "sequence). Budget: every method's reported network trains the same epochs per task; epochs = as run, "
+    "train + retrain after pruning for the pruning methods, x the candidates of Ada-QPacknet's sparsity "
+    "search (one kept), and x the points of a tuned strategy's grid, one run each, of which the best on "
+    "validation is reported per seed (T1c); steps/task = optimiser steps per task of the reported run, every "
+    "candidate included (_p1: one candidate, the same steps as every other method); every method keeps the "
+    "epoch with its best validation accuracy. memory = training samples a rehearsal strategy keeps over all "
+    "tasks, one budget for replay, GEM and A-GEM (n/a for the others); tuned = the value each seed chose, * "
+    "where it is an end of the grid. batch = training batch size; eval batch = evaluation batch size of "
+    "networks with batch-statistics BatchNorm, whose accuracy depends on it (evaluation splits are shuffled "
+    "once, so batches mix classes); n/a for networks without BatchNorm."
 )
 HEADLINE_CAPTION = (
     "Headline: the method, its capacity-budget variant and the strongest peers of T1, mean ± std over seeds. "
@@ -44,7 +60,7 @@ HEADLINE_CAPTION = (
     "one dense float32 network (body and one head) / size."
 )
 # The rows of the headline table, in this order (those a profile ran).
-HEADLINE_METHODS = ("ada_qpacknet", "ada_qpacknet_budget", "packnet", "wsn", "independent", "replay")
+HEADLINE_METHODS = ("ada_qpacknet", "ada_qpacknet_budget", "ada_qpacknet_budget_p1", "packnet", "wsn", "independent", "replay")
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
     "mean ± std over tasks and seeds; size = codes + codebooks of the task's weights in KiB."
@@ -61,10 +77,13 @@ SPARSITY_CAPTION = (
     "network (body and one head) / the packed file."
 )
 TUNING_CAPTION = (
-    "T1c: the classic strategies' key hyperparameter, tried at each value of its grid (factors of the profile's "
-    "setting, experiments.CLASSIC_GRID) on every seed, mean ± std over seeds. val ACC = the final network's "
+    "T1c: the regularisation strategies' key hyperparameter (task-incremental, and _single_head: "
+    "class-incremental, T4), tried at each value of its grid (factors of the profile's setting, "
+    "experiments.CLASSIC_GRID) on every seed, mean ± std over seeds. val ACC = the final network's "
     "mean validation accuracy over the tasks (%), which chooses the value per seed; chosen = seeds that chose "
-    "it (T1 reports those runs); test ACC = the same runs' ACC (%), shown, never used to choose."
+    "it (T1 and T4 report those runs); edge = the value is an end of the grid, so a choice there may lie "
+    "beyond it; test ACC = the same runs' ACC (%), shown, never used to choose. Replay, GEM and A-GEM are not "
+    "tuned: their memory is a fixed budget (T1)."
 )
 T3_CAPTION = (
     "T3: cost per run in seconds, mean ± std over seeds: training (all candidates), the sparsity "
@@ -79,23 +98,33 @@ T5_CAPTION = (
 )
 
 
-T4_CAPTION = (
-    "T4: class-incremental results (no task id at test time), mean ± std over seeds. Sub-network methods "
+_T4_COMMON = (
+    "Sub-network methods "
     "run every learned task's sub-network and pick the task by the criterion. entropy: lowest predictive "
     "entropy; max_softmax: highest maximum probability; energy: highest log-sum-exp of the logits; "
     "calibrated_entropy: entropy after each head's temperature (>= 1, fitted on its own task's validation "
     "split), over log(head width); mahalanobis: smallest Mahalanobis distance of the sub-network's features "
     "to one of its classes (means and pooled covariance from its own validation split); supsup: SupSup's "
     "one-shot inference, minus the gradient of the entropy of the outputs superposed with weights 1/k; "
-    "infomax (batches only): highest mutual information of a head's predictions over the batch. protocol: "
-    "per sample = test batches mix the seen tasks and each sample's task is inferred alone; batch of B = "
-    "test batches of B samples of one task, the task inferred once per batch (an assumption about the test "
-    "stream that per-sample rows do not make). Classic strategies (_single_head) are trained and tested "
-    "with one head over all classes seen so far (one_head). ACC, BWT and forgetting (%, pp) over the "
+    "infomax (batches only): highest mutual information of a head's predictions over the batch. "
+    "epochs = training epochs per task as in T1 (every method the same per task; the sub-network runs are T1's); "
+    "memory = training samples a rehearsal strategy keeps over all tasks, the same budget for replay, GEM "
+    "and A-GEM. Single-head strategies are tuned as in T1 (T1c; tuned = value each seed chose, * at the grid's "
+    "end). ACC, BWT and forgetting (%, pp) over the "
     "class-incremental accuracy matrix; task id = share of test samples whose task was inferred right; task "
     "given = accuracy with the true task's head on the same test batches, which bounds ACC; passes = "
     "forward passes per test sample; ms/batch = time of every sub-network's pass per test batch of the "
     "protocol (not the scoring), on the machine that ran it."
+)
+T4_CAPTION = (
+    "T4: class-incremental results per sample (no task id at test time, test batches mix the seen tasks "
+    "and each sample's task is inferred alone), mean ± std over seeds. Classic strategies (_single_head) "
+    "are trained and tested with one head over all classes seen so far (one_head). " + _T4_COMMON
+)
+T4B_CAPTION = (
+    "T4b: class-incremental results of the labelled-batch protocol: test batches of B samples of one task, "
+    "the task inferred once per batch (an assumption about the test stream that T4's per-sample rows do "
+    "not make; not comparable with them or with one-head strategies), mean ± std over seeds. " + _T4_COMMON
 )
 
 
@@ -125,10 +154,7 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
     whose runs are labelled by their ``variant``)."""
     notebooks = list(notebooks)
     # How many grid points each tuned run's strategy trained (the scenario notebooks' tuning records).
-    grids = {
-        (record["scenario"], record["method"], record["seed"]): len(record["points"])
-        for nb in notebooks for record in nb.get("tuning", [])
-    }
+    tuning = {(record["scenario"], record["method"], record["seed"]): record for nb in notebooks for record in nb.get("tuning", [])}
     rows = []
     for notebook, run in unique_runs(notebooks, section):
         row = {
@@ -139,8 +165,11 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
             "method": run.get("variant", run["method"]),
             "seed": run["seed"],
             "tasks": run["num_tasks"],
-            "epochs": _epochs(run["config"], grids.get((run["scenario"], run["method"], run["seed"]), 1)),
+            "epochs": _epochs(run["config"], len(tuning.get((run["scenario"], run["method"], run["seed"]), {}).get("points", [None]))),
+            "steps": gradient_steps_per_task(run),
             "batch": run["config"]["batch_size"],
+            "memory": memory_samples(run["config"], run["num_tasks"]),
+            "tuned": _tuned(tuning.get((run["scenario"], run["method"], run["seed"]))),
             "eval_batch": _eval_batch(run),
             "acc": run["acc"],
             "bwt": run["bwt"] if run["bwt"] is not None else math.nan,
@@ -148,6 +177,7 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
             "capacity": 100 * run["capacity_used"]["total"] if "capacity_used" in run else math.nan,
             "mean_bits": _mean_bits(run),
             "size_kib": run["model_bytes"] / 1024,
+            "state_kib": run["state_bytes"] / 1024 if run.get("state_bytes") is not None else math.nan,
             "dense_kib": run["dense_float32_bytes"] / 1024,
             **{key: run["timings"].get(key, math.nan) for key in ("train_s", "search_s", "quantize_s", "total_s")},
         }
@@ -162,20 +192,52 @@ def runs_frame(notebooks: Iterable[dict[str, Any]], section: str = "runs") -> pd
     return pd.DataFrame(rows)
 
 
+def gradient_steps_per_task(run: dict[str, Any]) -> float:
+    """Optimiser steps per task, every candidate and retraining included, as run: the epochs each
+    task ran (``per_task[...]["epochs_run"]``) x its training batches per epoch (the last partial
+    batch is dropped). Joint training runs once over every task's data: its steps / tasks."""
+    batch, sizes = run["config"]["batch_size"], run["train_samples"]
+    if not run["sequential"]:
+        return run["per_task"][-1]["epochs_run"] * (sum(sizes) // batch) / len(sizes)
+    return sum(task["epochs_run"] * (n // batch) for task, n in zip(run["per_task"], sizes)) / len(sizes)
+
+
+# Samples a rehearsal strategy keeps over all tasks once every task is learned (per-task memories x tasks).
+MEMORY_FIELDS = {"replay": ("replay_mem_size", False), "gem": ("gem_patterns_per_exp", True), "agem": ("agem_patterns_per_exp", True)}
+
+
+def memory_samples(config: dict[str, Any], num_tasks: int) -> str:
+    """Training samples a rehearsal strategy stores after ``num_tasks`` tasks; "n/a" for the others."""
+    if config["method"] not in MEMORY_FIELDS:
+        return "n/a"
+    field, per_task = MEMORY_FIELDS[config["method"]]
+    return str(config[field] * (num_tasks if per_task else 1))
+
+
+def _tuned(record: dict[str, Any] | None) -> str:
+    """The value a seed chose on validation, "*" when it is an end of its grid; "n/a" untuned."""
+    if record is None:
+        return "n/a"
+    return ", ".join(f"{v:g}" for v in record["chosen"].values()) + ("*" if record.get("edge") else "")
+
+
 # Methods that retrain after pruning: their epochs read "train + retrain".
 PRUNING_METHODS = ("ada_qpacknet", "packnet", "avalanche_packnet")
 
 
 def _epochs(config: dict[str, Any], grid_points: int = 1) -> str:
-    """Training epochs per task as run: "2" for plain training, "2+1" for train + retrain after
-    pruning, "(2+1)x2" when a sparsity search trains that many candidates (x3 with the winner
-    retrained from the start, search_keep="retrain"), and ", x3 grid" for a strategy trained at each
-    of the points of its hyperparameter grid."""
+    """Training epochs per task as run (``Config.epochs_per_task`` for every method): "3" for plain
+    training, "2+1" for train + retrain after pruning, "(2+1)x2" when a sparsity search trains that
+    many candidates (x3 with the winner retrained from the start, search_keep="retrain"), and ", x3
+    grid" for a strategy trained at each of the points of its hyperparameter grid."""
     grid = f", x{grid_points} grid" if grid_points > 1 else ""
+    budget = config["epochs"] + config["finetune_epochs"]
     if config["method"] not in PRUNING_METHODS:
-        return f"{config['epochs']}{grid}"
-    retrain = config["finetune_epochs"] if config.get("prune_schedule", "train_prune_retrain") == "train_prune_retrain" else 0
-    per_candidate = f"{config['epochs']}+{retrain}" if retrain else str(config["epochs"])
+        return f"{budget}{grid}"
+    if config.get("prune_schedule", "train_prune_retrain") == "train_prune_retrain" and config["finetune_epochs"]:
+        per_candidate = f"{config['epochs']}+{config['finetune_epochs']}"
+    else:
+        per_candidate = str(budget)
     trainings = config["population"] if config["method"] == "ada_qpacknet" else 1
     if trainings > 1 and config.get("search_keep") == "retrain":
         trainings += 1
@@ -212,11 +274,17 @@ def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.
 
 
 def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
-    """T1: ACC, BWT, forgetting, capacity, mean bits and size per scenario and method."""
-    return mean_std(
-        runs, ["scenario", "model", "tasks", "method", "epochs", "batch", "eval_batch"],
-        {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1},
-    ).rename(columns={"eval_batch": "eval batch"})
+    """T1: ACC, BWT, forgetting, capacity, mean bits, bytes to predict and state kept to learn, per
+    scenario and method, with the training budget (epochs, gradient steps per task, memory) and the
+    values tuning chose (one per seed)."""
+    keys = ["scenario", "model", "tasks", "method", "epochs", "steps", "batch", "eval_batch", "memory"]
+    table = mean_std(
+        runs.assign(steps=runs["steps"].round().astype(int)), keys,
+        {"acc": 2, "bwt": 2, "forgetting": 2, "capacity": 1, "mean_bits": 2, "size_kib": 1, "state_kib": 1},
+    )
+    tuned = runs.groupby(keys[:4], sort=False)["tuned"].agg(lambda values: "; ".join(values) if set(values) != {"n/a"} else "n/a")
+    table = table.merge(tuned.reset_index(), on=keys[:4])
+    return table.rename(columns={"eval_batch": "eval batch", "steps": "steps/task"})
 
 
 def table_headline(runs: pd.DataFrame) -> pd.DataFrame:
@@ -244,6 +312,7 @@ def tuning_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "scenario": record["scenario"], "method": record["method"], "seed": record["seed"],
             "hyperparameter": ", ".join(point["values"]), "value": ", ".join(f"{v:g}" for v in point["values"].values()),
             "val_acc": point["validation_acc"], "test_acc": point["test_acc"], "chosen": point["values"] == record["chosen"],
+            "edge": "yes" if at_grid_edge(point["values"], [p["values"] for p in record["points"]]) else "",
         }
         for nb in notebooks
         for record in nb.get("tuning", [])
@@ -253,8 +322,9 @@ def tuning_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def table_tuning(frame: pd.DataFrame) -> pd.DataFrame:
-    """T1c: validation and test ACC of every grid point of every tuned strategy, and how often it was chosen."""
-    keys = ["scenario", "method", "hyperparameter", "value"]
+    """T1c: validation and test ACC of every grid point of every tuned strategy, how often it was
+    chosen, and whether it is an end of the grid."""
+    keys = ["scenario", "method", "hyperparameter", "value", "edge"]
     table = mean_std(frame, keys, {"val_acc": 2, "test_acc": 2})
     chosen = frame.groupby(keys, sort=False)["chosen"].sum().astype(int).rename("chosen").reset_index()
     table = table.merge(chosen, on=keys)
@@ -263,6 +333,8 @@ def table_tuning(frame: pd.DataFrame) -> pd.DataFrame:
 
 def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per (run, criterion) from the notebooks' ``class_incremental`` sections."""
+    notebooks = list(notebooks)
+    tuning = {(record["scenario"], record["method"], record["seed"]): record for nb in notebooks for record in nb.get("tuning", [])}
     rows = [
         {
             "scenario": record["scenario"], "model": record["model"], "tasks": record["num_tasks"],
@@ -271,6 +343,9 @@ def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame
             # samples of one task (an assumption of the protocol, not of the method).
             "protocol": "per sample" if record["protocol"] == "per_sample" else f"batch of {record['batch_size']}",
             "seed": record["seed"],
+            "epochs": _epochs(record["config"], len(tuning.get((record["scenario"], record["method"], record["seed"]), {}).get("points", [None]))),
+            "memory": memory_samples(record["config"], record["num_tasks"]),
+            "tuned": _tuned(tuning.get((record["scenario"], record["method"], record["seed"]))),
             "acc": record["acc"], "bwt": record["bwt"], "forgetting": record["forgetting"],
             "task_id": record["task_id_accuracy"],
             "task_given": sum(record["task_given_accuracy_per_task"]) / len(record["task_given_accuracy_per_task"]),
@@ -283,12 +358,16 @@ def class_incremental_frame(notebooks: Iterable[dict[str, Any]]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def table_t4(frame: pd.DataFrame) -> pd.DataFrame:
-    """T4: class-incremental ACC, task identification, BWT and the cost of task inference."""
-    return mean_std(
-        frame, ["scenario", "model", "tasks", "method", "criterion", "protocol", "passes"],
-        {"acc": 2, "task_id": 2, "bwt": 2, "forgetting": 2, "task_given": 2, "ms_per_batch": 1},
-    )
+def table_t4(frame: pd.DataFrame, protocol: str = "per sample") -> pd.DataFrame:
+    """T4 (``protocol="per sample"``) or T4b (``"batch"``: every "batch of B" row): class-incremental
+    ACC, task identification, BWT and the cost of task inference, with each row's training budget."""
+    if protocol not in ("per sample", "batch"):
+        raise ValueError(f"protocol={protocol!r}; valid choices: 'per sample', 'batch'")
+    rows = frame[(frame["protocol"] == "per sample") == (protocol == "per sample")]
+    keys = ["scenario", "model", "tasks", "method", "epochs", "memory", "criterion", "protocol", "passes"]
+    table = mean_std(rows, keys, {"acc": 2, "task_id": 2, "bwt": 2, "forgetting": 2, "task_given": 2, "ms_per_batch": 1})
+    tuned = rows.groupby(keys, sort=False)["tuned"].agg(lambda values: "; ".join(values) if set(values) != {"n/a"} else "n/a")
+    return table.merge(tuned.reset_index(), on=keys)
 
 
 def table_t3(runs: pd.DataFrame) -> pd.DataFrame:

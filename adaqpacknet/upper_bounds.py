@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .config import Config
-from .continual import ContinualLearner, float32_bytes, task_seed
+from .continual import ContinualLearner, float32_bytes, task_seed, tensor_bytes
 from .data import Scenario
 from .models import MultiHeadNet, build_model
 from .ownership import prunable_layers
@@ -71,7 +71,7 @@ class Independent(ContinualLearner):
         network, task = self.model.networks[index], self.scenario.tasks[index]
         every_weight = {name: torch.ones_like(layer.weight, dtype=torch.bool) for name, layer in prunable_layers(network).items()}
         report = fit(
-            network, index, task.train, task.val, every_weight, self.config.epochs, self.settings, self.device,
+            network, index, task.train, task.val, every_weight, self.config.epochs_per_task, self.settings, self.device,
             torch.Generator().manual_seed(seed), f"task {index + 1}",
         )
         result = {
@@ -97,6 +97,9 @@ class Independent(ContinualLearner):
         T = len(self.per_task)
         parts = [part for net, head in zip(self.model.networks[:T], self.model.heads[:T]) for part in (net.body, head)]
         return float32_bytes(*parts), "one float32 network (body and head) per task"
+
+    def state(self) -> tuple[int, str]:
+        return 0, "0: each task trains a network of its own from its own seed's initialisation, reading nothing of earlier tasks"
 
 
 class TaskLabelled(Dataset):
@@ -167,7 +170,7 @@ class Joint(ContinualLearner):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience - 1)
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         best_val, best_state, history, flat_epochs = -1.0, [p.detach().clone() for p in params], [], 0
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, cfg.epochs_per_task + 1):
             self.model.train()
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=self.device)  # on the device: no synchronisation per step
@@ -183,14 +186,14 @@ class Joint(ContinualLearner):
                 loss_sum += loss.detach()
             if not math.isfinite(float(loss_sum)):
                 raise DivergedError(
-                    f"joint training: the training loss is {float(loss_sum)} in epoch {epoch}/{cfg.epochs} (lr {optimizer.param_groups[0]['lr']:.2e}); "
+                    f"joint training: the training loss is {float(loss_sum)} in epoch {epoch}/{cfg.epochs_per_task} (lr {optimizer.param_groups[0]['lr']:.2e}); "
                     f"training stops here: lower lr, or check the data for non-finite values"
                 )
             val = [evaluate(self.model, t.val, i, cfg.eval_batch_size, self.device) for i, t in enumerate(tasks)]
             mean_val = sum(val) / len(val)
             scheduler.step(mean_val)
             history.append({"epoch": epoch, "val_accuracy": mean_val, "seconds": time.perf_counter() - epoch_start})
-            print(f"joint epoch {epoch}/{cfg.epochs}: mean val {mean_val:.2f}% ({history[-1]['seconds']:.1f}s)", flush=True)
+            print(f"joint epoch {epoch}/{cfg.epochs_per_task}: mean val {mean_val:.2f}% ({history[-1]['seconds']:.1f}s)", flush=True)
             if mean_val > best_val:
                 best_val, best_state, flat_epochs = mean_val, [p.detach().clone() for p in params], 0
             else:
@@ -209,3 +212,12 @@ class Joint(ContinualLearner):
 
     def storage(self) -> tuple[int, str]:
         return float32_bytes(self.model.body, *self.model.heads), "one float32 network with every task's head"
+
+    def state(self) -> tuple[int, str]:
+        # Learning one more task means training again on every task's data: its training split, and its
+        # validation split, by whose mean accuracy over the tasks the best epoch is kept.
+        splits = [split for task in self.scenario.tasks[: len(self.per_task)] for split in (task.train, task.val)]
+        return tensor_bytes(tensor for split in splits for tensor in (split.images, split.labels)), (
+            "joint training's stored data: every task's training and validation images (uint8) and labels (int64), "
+            "as the package holds them, since learning one more task trains on all of them again"
+        )

@@ -7,7 +7,8 @@ with a straight-through estimator passing the gradient to the scores; the forwar
 as Ada-QPacknet's training); the others train. When the task ends its mask is stored (one bit per
 weight per task), and inference for task t uses mask t and head t. Storage, counted as the packed
 file of the owner-map methods is: float32 for every weight some mask selects, the masks
-entropy-coded, float32 heads.
+entropy-coded, float32 heads. Kept beyond those to go on learning (``state``): the float32 weights
+no mask selects, which later tasks train on, and every weight's float32 score.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .config import Config
-from .continual import ContinualLearner
+from .continual import ContinualLearner, tensor_bytes
 from .data import Scenario
 from .models import MultiHeadNet
-from .ownership import prunable_layers
+from .ownership import prunable_layers, raw_weight
 from .packing import entropy_coded_bytes
 from .training import fit
 
@@ -115,7 +116,7 @@ class WSN(ContinualLearner):
             mask.active = None
         trainable = {name: ~used for name, used in self.used_before(index).items()}
         report = fit(
-            self.model, index, task.train, task.val, trainable, self.config.epochs, self.settings, self.device,
+            self.model, index, task.train, task.val, trainable, self.config.epochs_per_task, self.settings, self.device,
             generator, f"task {index + 1}", extra_params=[m.scores for m in masks.values()],
         )
         with torch.no_grad():
@@ -149,6 +150,17 @@ class WSN(ContinualLearner):
         return 4 * selected + coded + 4 * heads, (
             "WSN: float32 weights that some task's mask selects + entropy-coded masks (one order-0 ANS stream per task "
             "and layer) + float32 heads"
+        )
+
+    def state(self) -> tuple[int, str]:
+        # What the next task reads beyond the bytes to predict: the weights no mask selects keep their
+        # values and train on, and the scores (never reset) rank the next task's mask.
+        T = len(self.per_task)
+        layers, masks = prunable_layers(self.model), score_masks(self.model)
+        unselected = [raw_weight(layers[name]).detach()[~m.task_masks[:T].any(0)] for name, m in masks.items()]
+        return tensor_bytes([*unselected, *(m.scores for m in masks.values())]), (
+            "WSN: the float32 weights no task's mask selects (the next task trains on from their values) + the float32 "
+            "score of every body weight (kept between tasks: the next task's mask is learned from them)"
         )
 
     def method_results(self) -> dict[str, Any]:

@@ -21,9 +21,10 @@
 # Beside it, on the same data, networks and seeds: PackNet, WSN, the classic strategies of
 # avalanche-lib (naive, EWC, SI, LwF, replay, GEM, A-GEM) and the two upper bounds (independent
 # networks, joint training), each in the same results format and in table T1.
-# Every method keeps the epoch with its best validation accuracy; each classic
-# strategy's key hyperparameter (EWC's and SI's lambda, LwF's alpha, the replay, GEM and A-GEM memories) is
-# chosen per seed on validation from a small grid (`tune`), and the results record every point tried.
+# Every method trains the same epochs per task (`epochs + finetune_epochs`, retraining counted) and
+# keeps the epoch with its best validation accuracy; EWC's and SI's lambda and LwF's alpha are chosen
+# per seed on validation from a small grid (`tune`), and the results record every point tried;
+# replay, GEM and A-GEM keep one stated memory (samples over all tasks), not tuned.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
@@ -34,11 +35,10 @@ methods: list = ["ada_qpacknet", "ada_qpacknet_float", "ada_qpacknet_budget", "p
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
 model: str = "auto"  # "auto" = the scenario's protocol network
-epochs: int = 2  # training epochs of the free weights, per candidate (protocol: 10)
-finetune_epochs: int = 1  # retraining epochs after pruning
+epochs: int = 2  # training epochs of the free weights, per candidate (protocol: 10); every other method trains epochs + finetune_epochs
+finetune_epochs: int = 1  # retraining epochs after pruning (counted in every method's epochs per task)
 batch_size: int = 64  # protocol: 10
 population: int = 2  # sparsity-search candidates
-classic_epochs: int = 0  # epochs of the classic strategies (naive ... agem); 0 = epochs
 tune: dict | None = None  # classic strategy -> {Config field: factors of its value tried on validation}; None = experiments.CLASSIC_GRID, {} = none
 data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
@@ -50,7 +50,7 @@ settings = experiments.settings(
     overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
     batch_size=batch_size, population=population, data_root=data_root, progress=progress,
 )
-results = experiments.scenario_notebook("13_tinyimagenet", profile, results_path, methods, seeds, settings, classic_epochs or None, tune)
+results = experiments.scenario_notebook("13_tinyimagenet", profile, results_path, methods, seeds, settings, tune)
 tables.table_t1(tables.runs_frame([results]))
 
 # %% [markdown]

@@ -35,8 +35,8 @@
 profile: str = "default"  # parameter profile: names the output folders
 results_path: str = ""  # "" = results/<profile>/14_class_incremental.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
-# scenario -> its own Config changes (and "classic_epochs", "methods" of its own); they must equal
-# notebooks 10 and 11's settings to share their runs. split_cifar100 for the paper's protocol.
+# scenario -> its own Config changes (and "methods" of its own); they must equal notebooks 10 and
+# 11's settings to share their runs. split_cifar100 for the paper's protocol.
 scenarios: dict = {
     "split_fashion_mnist": {"model": "mlp", "batch_size": 64},
     "permuted_fashion_mnist": {"batch_size": 256},
@@ -47,9 +47,10 @@ methods: list = ["ada_qpacknet", "packnet", "wsn", "naive_single_head", "ewc_sin
 inference: list = ["entropy", "calibrated_entropy", "supsup", "mahalanobis", "entropy@16", "infomax@16", "mahalanobis@16"]
 seeds: list = [0, 1, 2]
 num_tasks: int = 0  # 0 = the scenario's own number of tasks
-epochs: int = 2  # training epochs of the free weights, per candidate
-finetune_epochs: int = 1  # retraining epochs after pruning
+epochs: int = 2  # training epochs of the free weights, per candidate; every other method trains epochs + finetune_epochs
+finetune_epochs: int = 1  # retraining epochs after pruning (counted in every method's epochs per task)
 population: int = 2  # sparsity-search candidates
+tune: dict | None = None  # as in notebooks 10-13: the single-head strategies chosen per seed on validation; None = experiments.CLASSIC_GRID, {} = none
 data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
 
@@ -60,15 +61,17 @@ settings = experiments.settings(
     overrides, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs, population=population,
     data_root=data_root, progress=progress,
 )
-records = [
-    record
-    for scenario_settings, classic_epochs, scenario_methods in experiments.per_scenario(settings, scenarios, methods)
-    for record in experiments.class_incremental_runs(scenario_methods, seeds, scenario_settings, experiments.profile_folder("runs", profile), inference, classic_epochs)
-]
+records, tuning = [], []
+for scenario_settings, scenario_methods in experiments.per_scenario(settings, scenarios, methods):
+    found, tried = experiments.class_incremental_runs(
+        scenario_methods, seeds, scenario_settings, experiments.profile_folder("runs", profile), inference, tune
+    )
+    records += found
+    tuning += tried
 notebook = experiments.notebook_results(
     "14_class_incremental", profile,
-    {"scenarios": scenarios, "methods": methods, "inference": inference, "seeds": seeds, "settings": settings},
-    class_incremental=records,
+    {"scenarios": scenarios, "methods": methods, "inference": inference, "seeds": seeds, "settings": settings, "tune": tune},
+    class_incremental=records, tuning=tuning,
 )
 tables.table_t4(tables.class_incremental_frame([notebook]))
 

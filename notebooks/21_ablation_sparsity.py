@@ -46,6 +46,7 @@ variants: dict = {
     "fixed r=0.55": {"population": 1, "r_min": 0.55, "r_max": 0.55},
     "fixed r=0.55, P=2": {"r_min": 0.55, "r_max": 0.55},  # best of P trainings, no ratio search: the search's control
     "budget": {"capacity_rule": "budget"},
+    "budget, P=1": {"capacity_rule": "budget", "population": 1},  # one candidate: T1's equal-steps row
     "budget, tolerance 0.5": {"capacity_rule": "budget", "tolerance": 0.5},
     "budget, 30% capacity": {"capacity_rule": "budget", "capacity_budget": 0.3},
     "budget, no reuse": {"capacity_rule": "budget", "reuse_frozen": False},

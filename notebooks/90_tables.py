@@ -79,6 +79,10 @@ if len(class_incremental):
     t4 = tables.table_t4(class_incremental)
     written["t4"] = tables.write_table(t4, out / "t4_class_incremental", tables.T4_CAPTION)
     display(t4)
+    t4b = tables.table_t4(class_incremental, protocol="batch")
+    if len(t4b):
+        written["t4b"] = tables.write_table(t4b, out / "t4b_class_incremental_batches", tables.T4B_CAPTION)
+        display(t4b)
 
 # %%
 if len(variants):

@@ -5,6 +5,7 @@ import torch
 
 from adaqpacknet.config import parse_override
 from adaqpacknet.config import Config
+from adaqpacknet.experiments import METHODS
 from adaqpacknet.methods import learner_for
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.results import check_run_schema
@@ -78,6 +79,17 @@ def test_joint_training_reports_one_row_and_no_sequence_metrics():
     assert results["acc"] == pytest.approx(sum(results["acc_matrix"][0]) / 3)
 
 
+def test_every_method_trains_the_same_epochs_per_task():
+    # The equal budget of T1: epochs + finetune_epochs per task for every method's reported network;
+    # the pruning methods split it into training and retraining, Ada-QPacknet once per candidate.
+    budget = {"epochs": 2, "finetune_epochs": 1, "num_tasks": 2}
+    for method, candidates in [("wsn", 1), ("independent", 1), ("naive", 1), ("replay", 1), ("ada_qpacknet", 2), ("ada_qpacknet_budget_p1", 1)]:
+        results = learner_for(config(**budget, **METHODS[method])).run()
+        assert [task["epochs_run"] for task in results["per_task"]] == [3 * candidates] * 2, method
+    joint = learner_for(config(**budget, method="joint")).run()
+    assert joint["per_task"][-1]["epochs_run"] == 3
+
+
 def test_method_settings_are_validated():
     with pytest.raises(ValueError, match="valid choices: ada_qpacknet, packnet"):
         config(method="packnett")
@@ -114,7 +126,7 @@ def test_every_classic_strategy_runs_through_avalanche():
 def test_a_classic_strategy_keeps_its_best_validation_epoch(heads):
     # A large lr makes epochs differ; the schedule starts every task at the configured lr and the
     # weights of the best epoch (the first of equals) are those the task ends with.
-    learner = learner_for(config(method="ewc", epochs=3, lr=0.02, lr_patience=1, heads=heads))
+    learner = learner_for(config(method="ewc", epochs=2, lr=0.02, lr_patience=1, heads=heads))  # 2 + 1 epochs
     results = learner.run()
     check_run_schema(results)
     for task in results["per_task"]:
@@ -164,6 +176,13 @@ def test_the_classic_grid_is_planned_and_chosen_on_validation():
     assert kept == [runs[0], runs[2], runs[3]]
     assert [(r["seed"], r["chosen"]) for r in records] == [(0, {"ewc_lambda": 100.0}), (1, {"ewc_lambda": 1.0})]
     assert [p["test_acc"] for p in records[0]["points"]] == [90, 60]
+    assert [r["edge"] for r in records] == [True, True]  # a two-point grid has no interior
+    # A single-head strategy is tuned by its strategy's grid, as in T1.
+    single = experiments.method_configs(["ewc_single_head"], [0], settings, tune={"ewc": {"ewc_lambda": [1, 100]}})
+    assert [(c.label, c.ewc_lambda) for c in single] == [("ewc_single_head", 1.0), ("ewc_single_head", 100.0)]
+    grid = [{"x": 1}, {"x": 2}, {"x": 3}]
+    assert [experiments.at_grid_edge({"x": v}, grid) for v in (1, 2, 3)] == [True, False, True]
+    assert not experiments.at_grid_edge({"x": 3}, [{"x": 3}])  # one value: no edge to speak of
 
 
 def test_synaptic_intelligence_measures_importance_on_the_cpu():
@@ -237,3 +256,64 @@ def test_command_line_runs_a_baseline(tmp_path):
     summary = json.loads(done.stdout[done.stdout.index("{"):])
     assert summary["method"] == "wsn" and summary["bit_widths"] is None
     assert (tmp_path / "results.json").exists()
+
+
+def _reloaded(method_config: Config, out_dir) -> dict:
+    """The results of the finished run in ``out_dir``, loaded again by a fresh learner (no training)."""
+    return learner_for(method_config).run(out_dir)
+
+
+def test_classic_state_bytes_count_what_each_strategy_keeps(tmp_path):
+    # state_bytes: kept beyond the bytes to predict to go on learning, measured from the plugins'
+    # tensors after every task (per_task) and reported for the last one.
+    memories = dict(replay_mem_size=60, gem_patterns_per_exp=30, agem_patterns_per_exp=30, agem_sample_size=16)
+    runs, learners = {}, {}
+    for method in ("naive", "replay", "ewc", "si", "lwf", "gem", "agem"):
+        out = tmp_path / method if method == "replay" else None
+        learners[method] = learner_for(config(method=method, **memories))
+        runs[method] = learners[method].run(out)
+        check_run_schema(runs[method])
+        assert runs[method]["state_bytes"] == runs[method]["per_task"][-1]["state_bytes"], method
+        assert runs[method]["state_bytes_definition"], method
+    net = learners["naive"]
+    sample = 4 * torch.Size(net.scenario.input_shape).numel() + 8 + 8  # float32 input, int64 label and task label
+    params = sum(p.numel() for p in net.model.parameters())  # body and every head
+    body = sum(p.numel() for p in net.model.body.parameters())
+    per_task = {method: [task["state_bytes"] for task in run["per_task"]] for method, run in runs.items()}
+    assert per_task["naive"] == [0, 0, 0]
+    assert per_task["replay"] == [60 * sample] * 3  # mem_size samples: the buffer is full after the first task
+    assert per_task["ewc"] == [t * 2 * 4 * params for t in (1, 2, 3)]  # saved weights + importances per task
+    assert per_task["si"] == [3 * 4 * body] * 3  # reference weights, importances, path integral (heads excluded)
+    assert per_task["lwf"] == [4 * params] * 3  # the teacher network
+    assert per_task["gem"] == per_task["agem"] == [t * 30 * sample for t in (1, 2, 3)]
+    # A finished run loaded again has no avalanche state: it reports what its last task measured.
+    again = _reloaded(config(method="replay", **memories), tmp_path / "replay")
+    assert (again["state_bytes"], again["state_bytes_definition"]) == (runs["replay"]["state_bytes"], runs["replay"]["state_bytes_definition"])
+
+
+def test_wsn_independent_joint_and_packnet_state_bytes(tmp_path):
+    wsn_config = config(method="wsn", wsn_capacity=0.3, num_tasks=2)
+    wsn = learner_for(wsn_config).run(tmp_path / "wsn")
+    check_run_schema(wsn)
+    body = wsn["weights"]["body"]
+    selected = round(wsn["capacity_used"]["total"] * body)
+    assert wsn["state_bytes"] == 4 * (body - selected) + 4 * body  # unselected float32 weights + every score
+    assert _reloaded(wsn_config, tmp_path / "wsn")["state_bytes"] == wsn["state_bytes"]
+
+    independent = learner_for(config(method="independent", num_tasks=2)).run()
+    assert independent["state_bytes"] == 0
+
+    joint_learner = learner_for(config(method="joint", num_tasks=2))
+    joint = joint_learner.run(tmp_path / "joint")
+    check_run_schema(joint)
+    splits = [split for task in joint_learner.scenario.tasks for split in (task.train, task.val)]
+    assert joint["state_bytes"] == sum(s.images.numel() + 8 * s.labels.numel() for s in splits)  # uint8 images, int64 labels
+    assert _reloaded(config(method="joint", num_tasks=2), tmp_path / "joint")["state_bytes"] == joint["state_bytes"]
+
+    # PackNet: everything is in the packed file and the free weights are re-initialised, unless kept.
+    packnet = dict(method="packnet", quantizer="none", population=1, num_tasks=2)
+    assert learner_for(config(**packnet)).run()["state_bytes"] == 0
+    kept = learner_for(config(**packnet, free_init="keep"))
+    results = kept.run()
+    free = sum(int((owner == 0).sum()) for owner in owner_maps(kept.model).values())
+    assert free > 0 and results["state_bytes"] == 4 * free

@@ -86,6 +86,7 @@ def test_cli_overrides_are_typed_by_field():
         ({"quantizer": "none"}, "ada_qpacknet_float"),
         ({"capacity_rule": "budget"}, "ada_qpacknet_budget"),
         ({"capacity_rule": "budget", "reuse_frozen": False, "quantizer": "none"}, "ada_qpacknet_budget_no_reuse_float"),
+        ({"capacity_rule": "budget", "population": 1}, "ada_qpacknet_budget_p1"),
         ({"method": "packnet", "quantizer": "none", "population": 1, "reuse_frozen": False}, "packnet_no_reuse"),
     ],
 )

@@ -316,6 +316,13 @@ def test_permuted_scenario():
     assert not torch.equal(other.tasks[1].train.transform.permutation, perms[1])
     longer = build_scenario("permuted_digits", num_tasks=6, seed=3)
     assert torch.equal(longer.tasks[3].train.transform.permutation, perms[3])
+    # One validation split for the source: every task trains and validates on the same images (in
+    # its own permutation), so no task validates on images another task trains on.
+    for task in scenario.tasks[1:]:
+        assert torch.equal(task.train.images, scenario.tasks[0].train.images)
+        assert torch.equal(task.val.images, scenario.tasks[0].val.images)
+        assert torch.equal(task.val.labels, scenario.tasks[0].val.labels)
+    assert len(scenario.tasks[0].train) + len(scenario.tasks[0].val) == len(load_source("digits", "data").train)
 
 
 def test_split_scenario(tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
-"""The grid: a profile's runs listed from its parameter files, one job each; GPU slots per job.
+"""The grid: a profile's runs listed from its parameter files, trained in batches (one job each); GPU slots per job.
 
 The engine itself (Snakemake through `make reproduce`) runs the smoke profile in
 tests/test_notebooks.py, which also checks that the runs its notebooks read are the runs listed here.
 """
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -35,13 +37,37 @@ def test_every_profile_plans_valid_runs_in_their_notebooks_folders(profile):
     assert all(not plan.notebooks[nb] for nb in plan.reports())
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_batches_hold_every_run_once_grouped_by_data_and_family(profile):
+    plan = grid.plan(profile)
+    batches = plan.batches
+    assert sorted(r for ids in batches.values() for r in ids) == sorted(plan.runs)  # each run exactly once
+    for batch, ids in batches.items():
+        assert 1 <= len(ids) <= grid.MAX_BATCH_RUNS and re.fullmatch(r"\w+", batch), batch  # a rule name's part
+        configs = [plan.runs[r].config for r in ids]
+        assert len({grid.data_key(c) for c in configs}) == 1 and len({grid.family(c) for c in configs}) == 1, batch
+        assert batch.startswith(f"{configs[0].scenario}_seed{configs[0].seed}_{grid.family(configs[0])}_")
+        assert list(ids) == [r for r in plan.runs if r in ids]  # plan order inside a batch
+        assert all(plan.batch_of[r] == batch for r in ids)
+    # Deterministic, and as balanced as the cap allows: a group's batches differ by one run at most.
+    assert grid.plan(profile).batches == batches
+    sizes: dict[tuple, list[int]] = {}
+    for ids in batches.values():
+        config = plan.runs[ids[0]].config
+        sizes.setdefault((grid.data_key(config), grid.family(config)), []).append(len(ids))
+    assert all(max(n) - min(n) <= 1 for n in sizes.values())
+
+
 def test_default_profile_shares_runs_between_notebooks():
     plan = grid.plan("default")
     readers = {r.notebooks for r in plan.runs.values()}
     assert ("10_permuted", "20_ablation_quantization") in readers  # 20 re-quantises 10's float runs
     assert ("11_split", "14_class_incremental") in readers  # 14 infers tasks over 11's sub-networks
-    # 14 methods x 3 seeds, and each of the six tuned classic strategies at two more grid points.
-    assert len(plan.notebooks["10_permuted"]) == (14 + 6 * 2) * 3
+    # 15 methods x 3 seeds, and each of the three tuned strategies (EWC, SI, LwF) at two more grid points.
+    assert len(plan.notebooks["10_permuted"]) == (15 + 3 * 2) * 3
+    # The equal-steps row is the sparsity ablation's "budget, P=1" run.
+    single = [r for r in plan.runs.values() if r.config.label == "ada_qpacknet_budget_p1" and "10_permuted" in r.notebooks]
+    assert len(single) == 3 and all("21_ablation_sparsity" in r.notebooks for r in single)
     # 21's reference and budget variants are 10's and 11's ada_qpacknet and ada_qpacknet_budget runs.
     assert ("10_permuted", "21_ablation_sparsity") in readers and ("11_split", "21_ablation_sparsity") in readers
     budget = [r for r in plan.runs.values() if r.config.label == "ada_qpacknet_budget" and "10_permuted" in r.notebooks]
@@ -83,8 +109,11 @@ def test_cli_lists_runs_and_refuses_an_unknown_job(tmp_path):
     rows = json.loads(listed.stdout)
     assert {r["id"] for r in rows} == set(grid.plan("smoke").runs)
     assert Config.from_dict(rows[0]["config"]) == grid.plan("smoke").runs[rows[0]["id"]].config
+    assert {r["id"]: r["batch"] for r in rows} == grid.plan("smoke").batch_of
     bad = subprocess.run([*cli, "run", "--profile", "smoke", "--job", "no/such-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "profile 'smoke' has no run 'no/such-run'" in bad.stderr
+    bad = subprocess.run([*cli, "run", "--profile", "smoke", "--batch", "no_such_batch"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "profile 'smoke' has no batch 'no_such_batch'" in bad.stderr
     mixed = subprocess.run([*cli, "run", "--job", rows[0]["id"], "epochs=2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert mixed.returncode == 2 and "needs --profile" in mixed.stderr
 
@@ -112,6 +141,48 @@ def test_one_job_trains_exactly_its_run(tmp_path):
     finally:
         import shutil
 
+        shutil.rmtree(plan.runs_root, ignore_errors=True)
+
+
+def test_a_batch_trains_each_run_exactly_as_alone(tmp_path):
+    # Two classic runs on one scenario: alone, each in a process of its own (as `--job`); then as one
+    # batch in one process, where the second reuses the scenario and the float copies of its
+    # training images that the first made. The accuracy matrices must be bit-identical.
+    root = write_profile(tmp_path, "batched", {"11_split": {
+        "scenario": "split_digits", "methods": ["naive", "ewc"], "tune": {}, "seeds": [0], "num_tasks": 2,
+        "epochs": 1, "finetune_epochs": 0, "batch_size": 32,
+    }})
+    plan = grid.plan("batched", root)
+    ((batch, ids),) = plan.batches.items()
+    assert [plan.runs[r].config.method for r in ids] == ["naive", "ewc"]
+    cli = [sys.executable, "-m", "adaqpacknet", "run", "--profile", "batched", "--params-root", str(root)]
+
+    def train(*args: str) -> str:
+        done = subprocess.run([*cli, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    def results() -> dict[str, dict]:
+        return {r: json.loads((plan.runs_root / r / "results.json").read_text()) for r in ids}
+
+    try:
+        for run_id in ids:
+            train("--job", run_id)
+        alone = results()
+        shutil.rmtree(plan.runs_root)
+        train("--batch", batch)
+        together = results()
+        for run_id in ids:
+            assert together[run_id]["acc_matrix"] == alone[run_id]["acc_matrix"], run_id
+            assert together[run_id]["validation"] == alone[run_id]["validation"], run_id
+        # A deleted results.json runs its batch again (Snakemake deletes the batch's other outputs
+        # first): every run loads its final checkpoint and writes the same results, nothing trains.
+        for run_id in ids:
+            (plan.runs_root / run_id / "results.json").unlink()
+        log = train("--batch", batch)
+        assert log.count("loaded finished run") == len(ids) and "trained in" not in log
+        assert results() == together
+    finally:
         shutil.rmtree(plan.runs_root, ignore_errors=True)
 
 

@@ -218,7 +218,7 @@ def test_end_to_end_variants(changes):
     assert results["acc"] > 40.0
     if changes.get("quantizer") == "none":
         assert results["bit_widths"] == [32] * results["num_tasks"]
-        assert results["method"] == "ada_qpacknet_float"
+        assert results["method"] == "ada_qpacknet_p1_float"  # one candidate, float weights
 
 
 def test_missing_data_stops_before_any_model_is_built(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from adaqpacknet.results import check_run_schema
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
-EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t1c_tuning", "t2_quantization", "t3_cost", "t4_class_incremental", "t5_storage"]
+EXPECTED_TABLES = ["t1_task_incremental", "t1b_sparsity_search", "t1c_tuning", "t2_quantization", "t3_cost", "t4_class_incremental", "t4b_class_incremental_batches", "t5_storage"]
 EXPECTED_FIGURES = [
     # one accuracy-matrix figure per setting of the smoke profile (scenario_model)
     "accuracy_matrices_permuted_digits_mlp_3tasks", "accuracy_matrices_permuted_digits_mlp_2tasks",
@@ -146,7 +146,10 @@ def test_the_notebooks_read_exactly_the_runs_the_grid_trains(smoke_results):
         configs += [r["config"] for r in nb.get("class_incremental", [])]
         # A tuned strategy's other grid points: the chosen run's config at each point's values.
         for record in nb.get("tuning", []):
-            chosen = next(r for r in nb["runs"] if (r["scenario"], r["method"], r["seed"]) == (record["scenario"], record["method"], record["seed"]))
+            chosen = next(
+                r for r in nb.get("runs", []) + nb.get("class_incremental", [])
+                if (r["scenario"], r["method"], r["seed"]) == (record["scenario"], record["method"], record["seed"])
+            )
             configs += [{**chosen["config"], **point["values"]} for point in record["points"]]
         read |= {run_dir(Config.from_dict(c), plan.runs_root).relative_to(plan.runs_root).as_posix() for c in configs}
     assert read == set(plan.runs)
@@ -156,7 +159,7 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     folder, _, _ = smoke_results
     tables = json.loads((folder / "90_tables.json").read_text())["tables"]
     figures = json.loads((folder / "91_figures.json").read_text())["figures"]
-    assert sorted(tables) == sorted(["headline", "t1", "t2", "t3", "t4", "t5", "sparsity", "tuning", "page"])
+    assert sorted(tables) == sorted(["headline", "t1", "t2", "t3", "t4", "t4b", "t5", "sparsity", "tuning", "page"])
     assert sorted(figures) == sorted(EXPECTED_FIGURES)
     for name in EXPECTED_TABLES:
         for suffix in (".md", ".tex"):
@@ -164,7 +167,7 @@ def test_smoke_profile_builds_every_table_and_figure(smoke_results):
     # The results page: every table under its name, every figure by a link that resolves.
     page = ROOT / "tables" / "smoke" / "RESULTS.md"
     text = page.read_text()
-    for name in ("T1", "T1b", "T1c", "T2", "T3", "T4", "T5"):
+    for name in ("T1", "T1b", "T1c", "T2", "T3", "T4", "T4b", "T5"):
         assert f"\n## {name}\n" in text, name
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     assert len(links) == len(EXPECTED_FIGURES)
@@ -211,8 +214,11 @@ def test_a_deleted_run_reruns_only_that_run_and_its_readers(smoke_results):
     run_id = next(i for i, r in plan.runs.items() if r.notebooks == ("11_split", "14_class_incremental"))
     (plan.runs_root / run_id / "results.json").unlink()
     jobs = planned_jobs(args)
-    assert sorted(j.split(":")[0] for j in jobs if not j.startswith("localrule")) == ["experiment", "experiment", "report", "report", "train"]
-    assert f"train:{plan.runs_root.relative_to(ROOT) / run_id / 'results.json'}" in jobs
+    # The run's batch trains again (its other runs load from their checkpoints), then its readers.
+    trains = [j for j in jobs if j.startswith("train_")]
+    assert [j.split(":")[0] for j in trains] == [f"train_{plan.batch_of[run_id]}"]
+    assert str(plan.runs_root.relative_to(ROOT) / run_id / "results.json") in trains[0]
+    assert sorted(j.split(":")[0] for j in jobs if not j.startswith(("localrule", "train_"))) == ["experiment", "experiment", "report", "report"]
     assert {Path(j.split(":", 1)[1]).stem for j in jobs if j.startswith("experiment")} == {"11_split", "14_class_incremental"}
     done = make("reproduce", *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -2,7 +2,8 @@
 
 A scenario is a tuple of `Task`s, each with train / val / test `TaskDataset`s whose labels are
 remapped to 0..k-1 in the task's class order. Validation is held out of each task's training data
-(seeded by the run seed and the task index, stratified by class); test is the source's test split
+(seeded by the run seed, stratified by class), one split per source image set: the tasks of a
+permuted scenario share it, so no task validates on images another task trains on; test is the source's test split
 restricted to the task's classes and is only for reporting. Both evaluation splits are shuffled
 once, with fixed seeds, so that no evaluation batch holds only a few classes.
 
@@ -213,7 +214,7 @@ def check_data_available(name: str, root: str | Path = "data", download: bool = 
 
 
 def _make_task(index: int, name: str, classes: Sequence[int], source: Source, transform: BatchTransform,
-               val_fraction: float, seed: int) -> Task:
+               val_fraction: float, seed: int, split_key: int) -> Task:
     classes_t = torch.as_tensor(list(classes), dtype=torch.int64)
     remap = torch.full((source.num_classes,), -1, dtype=torch.int64)
     remap[classes_t] = torch.arange(len(classes_t))
@@ -223,8 +224,10 @@ def _make_task(index: int, name: str, classes: Sequence[int], source: Source, tr
         return idx, remap[labels[idx]]
 
     train_idx, train_y = subset(source.train.labels)
-    # Seeded by (run seed, task index): the split differs between tasks but is reproducible.
-    rng = np.random.default_rng([seed, index])
+    # Seeded by (run seed, split_key): tasks drawn from the same images (a permuted scenario's)
+    # share one split, so that one task's validation images are never another's training images;
+    # tasks on disjoint images (split, multi-dataset) each have their own key, the task index.
+    rng = np.random.default_rng([seed, split_key])
     keep, held = stratified_split(train_y, val_fraction, rng)
     test_idx, test_y = subset(source.test.labels)
     # Evaluation splits in a shuffled order: batch-statistics BatchNorm normalises each evaluation
@@ -307,7 +310,7 @@ def build_scenario(name: str, *, root: str | Path = "data", num_tasks: int | Non
             # Task 0 keeps the original image; task k's permutation never depends on num_tasks.
             perm = torch.arange(num_pixels) if k == 0 else torch.randperm(num_pixels, generator=gen)
             transform = BatchTransform(mean, std, permutation=perm)
-            tasks.append(_make_task(k, f"perm-{k}", classes, source, transform, val_fraction, seed))
+            tasks.append(_make_task(k, f"perm-{k}", classes, source, transform, val_fraction, seed, split_key=0))
     elif spec.kind == "split":
         source = sources[0]
         order = torch.arange(source.num_classes)
@@ -317,13 +320,13 @@ def build_scenario(name: str, *, root: str | Path = "data", num_tasks: int | Non
         cpt = spec.classes_per_task
         for k in range(num_tasks):
             classes = order[k * cpt : (k + 1) * cpt].tolist()
-            tasks.append(_make_task(k, _class_range_name(classes), classes, source, transform, val_fraction, seed))
+            tasks.append(_make_task(k, _class_range_name(classes), classes, source, transform, val_fraction, seed, split_key=k))
     else:  # multi_dataset: everything to 3x32x32, each source normalised by its own statistics
         for k, source in enumerate(sources[:num_tasks]):
             height = source.train.images.shape[-1]
             transform = BatchTransform(*channel_stats(source.train.images), pad=(32 - height) // 2, channels=3)
             classes = tuple(range(source.num_classes))
-            tasks.append(_make_task(k, source.name, classes, source, transform, val_fraction, seed))
+            tasks.append(_make_task(k, source.name, classes, source, transform, val_fraction, seed, split_key=k))
 
     first = tasks[0].train
     input_shape = tuple(first.transform(first.images[:1].float().div(255.0)).shape[1:])
