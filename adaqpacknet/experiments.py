@@ -231,10 +231,15 @@ def run_methods(
     return run_configs(method_configs(methods, seeds, settings, tune), runs_root)
 
 
+def data_key(config: Config) -> tuple:
+    """The Config fields that build a run's scenario: equal keys, identical tensors (``build_scenario``)."""
+    return (config.scenario, config.seed, config.data_root, config.num_tasks, config.val_fraction, config.class_order)
+
+
 def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool = False) -> list[dict[str, Any] | None]:
     """Results of every config (validated beforehand), each run resumed from its folder when it exists.
 
-    Consecutive runs on the same data (``grid.data_key``) share one built Scenario, and so the
+    Consecutive runs on the same data (``data_key``) share one built Scenario, and so the
     classic strategies' float copies of its training images (``classic._train_inputs``): a batch of
     runs (``grid.Plan.batches``) loads its data once. Each run's results are those it gets alone.
     With ``keep_going``, a run that fails is reported (its traceback on stderr, its result None) and
@@ -242,7 +247,6 @@ def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool =
     """
     import traceback
 
-    from .grid import data_key
     from .methods import LEARNERS
 
     results: list[dict[str, Any] | None] = []

@@ -83,7 +83,7 @@ class Plan:
     def batches(self) -> dict[str, tuple[str, ...]]:
         """Batch id -> the ids of the runs one process trains in sequence, in plan order.
 
-        One batch per scenario's data (``data_key``: the runs share one built Scenario) and family
+        One batch per scenario's data (``experiments.data_key``: the runs share one built Scenario) and family
         (``family``: the classic strategies share their float copies of its training images too),
         split round-robin into near-equal batches of at most ``MAX_BATCH_RUNS`` when larger. The ids
         (``<scenario>_seed<seed>_<family>_<k>``, k from 1 within a scenario, seed and family) and
@@ -91,7 +91,7 @@ class Plan:
         """
         groups: dict[tuple, list[str]] = {}
         for run_id, run in self.runs.items():
-            groups.setdefault((data_key(run.config), family(run.config)), []).append(run_id)
+            groups.setdefault((experiments.data_key(run.config), family(run.config)), []).append(run_id)
         batches: dict[str, tuple[str, ...]] = {}
         numbered: dict[str, int] = {}
         for (key, kind), ids in groups.items():
@@ -111,11 +111,6 @@ class Plan:
 def family(config: Config) -> str:
     """``"classic"`` for the avalanche strategies (they share float copies of the training images), else ``"other"``."""
     return "classic" if config.method in AVALANCHE_METHODS else "other"
-
-
-def data_key(config: Config) -> tuple:
-    """The Config fields that build a run's scenario: equal keys, identical tensors (``build_scenario``)."""
-    return (config.scenario, config.seed, config.data_root, config.num_tasks, config.val_fraction, config.class_order)
 
 
 def runs_root(profile: str) -> Path:

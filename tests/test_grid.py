@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaqpacknet import grid
+from adaqpacknet import experiments, grid
 from adaqpacknet.config import Config
 from adaqpacknet.experiments import run_dir
 
@@ -45,7 +45,7 @@ def test_batches_hold_every_run_once_grouped_by_data_and_family(profile):
     for batch, ids in batches.items():
         assert 1 <= len(ids) <= grid.MAX_BATCH_RUNS and re.fullmatch(r"\w+", batch), batch  # a rule name's part
         configs = [plan.runs[r].config for r in ids]
-        assert len({grid.data_key(c) for c in configs}) == 1 and len({grid.family(c) for c in configs}) == 1, batch
+        assert len({experiments.data_key(c) for c in configs}) == 1 and len({grid.family(c) for c in configs}) == 1, batch
         assert batch.startswith(f"{configs[0].scenario}_seed{configs[0].seed}_{grid.family(configs[0])}_")
         assert list(ids) == [r for r in plan.runs if r in ids]  # plan order inside a batch
         assert all(plan.batch_of[r] == batch for r in ids)
@@ -54,7 +54,7 @@ def test_batches_hold_every_run_once_grouped_by_data_and_family(profile):
     sizes: dict[tuple, list[int]] = {}
     for ids in batches.values():
         config = plan.runs[ids[0]].config
-        sizes.setdefault((grid.data_key(config), grid.family(config)), []).append(len(ids))
+        sizes.setdefault((experiments.data_key(config), grid.family(config)), []).append(len(ids))
     assert all(max(n) - min(n) <= 1 for n in sizes.values())
 
 
