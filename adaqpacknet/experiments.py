@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import re
+import traceback
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -245,10 +246,6 @@ def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool =
     With ``keep_going``, a run that fails is reported (its traceback on stderr, its result None) and
     the runs after it still train; without, its error stops the loop.
     """
-    import traceback
-
-    from .methods import LEARNERS
-
     results: list[dict[str, Any] | None] = []
     shared: tuple[tuple, Any] | None = None  # (data key, Scenario) of the last run
     for number, config in enumerate(configs, start=1):
@@ -257,7 +254,7 @@ def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool =
             if shared is None or shared[0] != data_key(config):
                 shared = None  # the previous scenario's tensors go before the next one's are built
                 shared = (data_key(config), scenario_of(config))
-            results.append(run_learner(LEARNERS[config.method](config, shared[1]), run_dir(config, runs_root)))
+            results.append(run_learner(learner_for(config, shared[1]), run_dir(config, runs_root)))
         except Exception:
             if not keep_going:
                 raise

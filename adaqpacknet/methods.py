@@ -8,6 +8,7 @@ from typing import Any
 from .classic import ClassicStrategy
 from .config import AVALANCHE_METHODS, Config
 from .continual import ContinualLearner
+from .data import Scenario
 from .learner import AdaQPacknet
 from .results import folder_lock, remove_leftovers
 from .upper_bounds import Independent, Joint
@@ -23,9 +24,10 @@ LEARNERS: dict[str, type[ContinualLearner]] = {
 }
 
 
-def learner_for(config: Config) -> ContinualLearner:
-    """The learner of ``config.method``, built (data checked) but not yet run."""
-    return LEARNERS[config.method](config)
+def learner_for(config: Config, scenario: Scenario | None = None) -> ContinualLearner:
+    """The learner of ``config.method``, built (data checked) but not yet run; on ``scenario`` when
+    given (runs on the same data share one: ``experiments.run_configs``), else on its own."""
+    return LEARNERS[config.method](config, scenario)
 
 
 def run(config: Config, out_dir: str | Path | None = None) -> dict[str, Any]:
