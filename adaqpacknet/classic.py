@@ -382,13 +382,27 @@ class ClassicStrategy(ContinualLearner):
             self.wrapped = SingleHead(self.model)
         else:
             self.wrapped = _wrapper(self.model, max(self.scenario.classes_per_task), self.avl["MultiTaskModule"])
-        self.benchmark = self._benchmark()
-        self.strategy = self._strategy()
+        self._strategy: Any = None  # built on first use (``strategy``)
 
     def build_network(self) -> MultiHeadNet:
         if self.config.heads == "single":
             return build_model(self.model_name, self.scenario.input_shape, [sum(self.scenario.classes_per_task)])
         return super().build_network()
+
+    @property
+    def strategy(self):
+        """avalanche's strategy over the scenario's benchmark, built on first use: a finished run
+        loaded from its folder never trains, and the benchmark costs the float copies of every task's
+        training images and avalanche's class timeline (~8 s a run on permuted Fashion-MNIST)."""
+        if self._strategy is None:
+            self.benchmark = self._benchmark()
+            self._strategy = self._build_strategy()
+        return self._strategy
+
+    @property
+    def holds_cycles(self) -> bool:
+        # avalanche's strategy and plugins refer to each other, and hold the tasks' float copies.
+        return self._strategy is not None
 
     def _benchmark(self):
         avl = self.avl
@@ -419,7 +433,7 @@ class ClassicStrategy(ContinualLearner):
         )
         return avl["with_classes_timeline"](avl["with_task_labels"](benchmark))
 
-    def _strategy(self):
+    def _build_strategy(self):
         cfg, plugins, supervised = self.config, self.avl["plugins"], self.avl["supervised"]
         common = dict(
             model=self.wrapped,
@@ -464,20 +478,21 @@ class ClassicStrategy(ContinualLearner):
 
     def learn_task(self, index: int) -> dict[str, Any]:
         started = time.perf_counter()
+        strategy = self.strategy  # built before the task's seeding, as when it was built with the learner
         self.begin_task(index)  # avalanche draws from the global generators (batch order, buffers)
         task = self.scenario.tasks[index]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # avalanche's own, about itself
             # drop_last: a last batch of one breaks batch-statistics BatchNorm (the package's own
             # training loader drops it too).
-            self.strategy.train(self.benchmark.train_stream[index], num_workers=0, drop_last=True)
+            strategy.train(self.benchmark.train_stream[index], num_workers=0, drop_last=True)
         self.model.eval()
         seconds = time.perf_counter() - started
         report = {
             "task": index + 1, "name": task.name, "classes": list(task.classes),
             "epochs_run": self.config.epochs_per_task,
             # Measured now: a finished run loaded again from its checkpoint has no strategy state.
-            "state_bytes": sum(plugin_state_bytes(plugin) for plugin in self.strategy.plugins),
+            "state_bytes": sum(plugin_state_bytes(plugin) for plugin in strategy.plugins),
             "timings": {"train_s": seconds, "total_s": seconds},
         }
         if self.config.method != "avalanche_packnet":

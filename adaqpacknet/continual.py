@@ -130,6 +130,12 @@ class ContinualLearner(ABC):
     def learn_task(self, index: int) -> dict[str, Any]:
         """Learn task ``index`` (0-based), append its report to ``per_task`` and return it."""
 
+    @property
+    def holds_cycles(self) -> bool:
+        """Whether this learner sits in reference cycles that hold large tensors, freed only by the
+        cyclic garbage collector (``experiments.run_configs`` collects after such a learner)."""
+        return False
+
     def begin_task(self, index: int) -> int:
         """Check that task ``index`` (0-based) is the next one; seed torch, numpy and ``random`` from
         (seed, task), so a resumed run draws exactly what an unbroken one would. Returns the seed."""

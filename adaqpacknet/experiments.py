@@ -16,13 +16,14 @@ import re
 import traceback
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
 
 from .config import AVALANCHE_METHODS, CLASSIC_METHODS, Config, parse_override
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
+from .data import Scenario
 from .methods import learner_for, run_learner
 from .packing import PACKED_FILE, PROBES_FILE, PackedNetwork, probe_batch
 from .task_inference import CRITERIA, check_class_incremental, class_incremental_report, parse_inference
@@ -237,35 +238,52 @@ def data_key(config: Config) -> tuple:
     return (config.scenario, config.seed, config.data_root, config.num_tasks, config.val_fraction, config.class_order)
 
 
-def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool = False) -> list[dict[str, Any] | None]:
-    """Results of every config (validated beforehand), each run resumed from its folder when it exists.
+def on_shared_scenarios(configs: list[Config]) -> Iterator[tuple[int, Config, Scenario]]:
+    """``(index, config, scenario)`` for every config, grouped by their data (``data_key``, groups
+    in order of first appearance, each group in its order), each group on one built Scenario: one
+    scenario's tensors are alive at a time, and the classic strategies' float copies of its training
+    images (``classic._train_inputs``) are made once per group."""
+    keys = [data_key(config) for config in configs]
+    first = {key: keys.index(key) for key in keys}
+    shared: tuple[tuple, Scenario] | None = None
+    for index in sorted(range(len(configs)), key=lambda i: first[keys[i]]):
+        if shared is None or shared[0] != keys[index]:
+            shared = None  # the previous scenario's tensors go before the next one's are built
+            shared = (keys[index], scenario_of(configs[index]))
+        yield index, configs[index], shared[1]
 
-    Consecutive runs on the same data (``data_key``) share one built Scenario, and so the
-    classic strategies' float copies of its training images (``classic._train_inputs``): a batch of
-    runs (``grid.Plan.batches``) loads its data once. Each run's results are those it gets alone.
-    With ``keep_going``, a run that fails is reported (its traceback on stderr, its result None) and
-    the runs after it still train; without, its error stops the loop.
+
+def run_configs(configs: list[Config], runs_root: str | Path, keep_going: bool = False) -> list[dict[str, Any] | None]:
+    """Results of every config (validated beforehand), in their order, each run resumed from its
+    folder when it exists.
+
+    The runs go grouped by their data, each group on one Scenario (``on_shared_scenarios``): a
+    notebook's runs or a batch of runs (``grid.Plan.batches``) build each scenario once. Each run's
+    results are those it gets alone. With ``keep_going``, a run that fails is reported (its
+    traceback on stderr, its result None) and the runs after it still train; without, its error
+    stops the loop.
     """
-    results: list[dict[str, Any] | None] = []
-    shared: tuple[tuple, Any] | None = None  # (data key, Scenario) of the last run
-    for number, config in enumerate(configs, start=1):
+    results: list[dict[str, Any] | None] = [None] * len(configs)
+    for number, (index, config, scenario) in enumerate(on_shared_scenarios(configs), start=1):
         print(f"run {number}/{len(configs)}: {config.label} on {config.scenario}, seed {config.seed}", flush=True)
+        learner = None
         try:
-            if shared is None or shared[0] != data_key(config):
-                shared = None  # the previous scenario's tensors go before the next one's are built
-                shared = (data_key(config), scenario_of(config))
-            results.append(run_learner(learner_for(config, shared[1]), run_dir(config, runs_root)))
+            learner = learner_for(config, scenario)
+            results[index] = run_learner(learner, run_dir(config, runs_root))
         except Exception:
             if not keep_going:
                 raise
             traceback.print_exc()
             print(f"run {number}/{len(configs)} FAILED: {run_dir(config, runs_root)}", flush=True)
-            results.append(None)
-        # A classic strategy's learner sits in reference cycles (avalanche's strategy and plugins)
-        # that hold its tasks as float tensors and its strategy's state, 1.6 GB on permuted
-        # Fashion-MNIST: collected only when the cyclic collector runs, 21 of them took a notebook
-        # to 15 GB. Collect each at once (the shared float copies stay, for the next run).
-        gc.collect()
+        # A learner that holds reference cycles (``ContinualLearner.holds_cycles``: a classic
+        # strategy that trained here, 1.6 GB of float tensors and state on permuted Fashion-MNIST)
+        # is freed only when the cyclic collector runs: 21 of them took a notebook to 15 GB. Collect
+        # at once, and only then (~0.25 s a collection with avalanche imported). The shared float
+        # copies stay, for the next run.
+        if learner is not None:
+            cycles, learner = learner.holds_cycles, None
+            if cycles:
+                gc.collect()
     return results
 
 
@@ -284,9 +302,10 @@ def scenario_notebook(
     return results
 
 
-def load_learner(config: Config, runs_root: str | Path) -> ContinualLearner:
-    """A learner restored from the finished run of ``config`` (run first if needed)."""
-    learner = learner_for(config)
+def load_learner(config: Config, runs_root: str | Path, scenario: Scenario | None = None) -> ContinualLearner:
+    """A learner restored from the finished run of ``config`` (run first if needed), on ``scenario``
+    when given (it must be ``config``'s data: ``on_shared_scenarios``)."""
+    learner = learner_for(config, scenario)
     run_learner(learner, run_dir(config, runs_root))
     return learner
 
@@ -313,17 +332,20 @@ def class_incremental_runs(
         check_class_incremental(config.method, config.heads)
     tried = run_configs(configs, runs_root)
     chosen, tuning = select_on_validation(tried, tune)
-    kept = {id(run) for run in chosen}
-    records = []
-    for config in (c for c, run in zip(configs, tried) if id(run) in kept):
-        learner = load_learner(config, runs_root)
+    chosen_ids = {id(run) for run in chosen}
+    kept = [config for config, run in zip(configs, tried) if id(run) in chosen_ids]
+    by_config: list[list[dict[str, Any]]] = [[] for _ in kept]
+    for index, config, scenario in on_shared_scenarios(kept):
+        learner = load_learner(config, runs_root, scenario)
         for name, report in class_incremental_report(learner, inference).items():
-            records.append({
+            by_config[index].append({
                 "method": config.label, "scenario": config.scenario, "model": learner.model_name, "seed": config.seed,
                 "num_tasks": len(learner.per_task), "inference": name, "config": config.to_dict(), **report,
             })
-        del learner
-        gc.collect()  # as in run_configs: a classic learner's cycles hold its data until collected
+        cycles, learner = learner.holds_cycles, None
+        if cycles:
+            gc.collect()  # as in run_configs
+    records = [record for found in by_config for record in found]
     return records, tuning
 
 

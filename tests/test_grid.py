@@ -228,3 +228,17 @@ def test_a_bad_ablation_variant_is_named_before_any_run():
     found = sparsity_configs({"permuted_digits": {}, "split_digits": {"batch_size": 16}}, {"a": {}, "b": {"population": 1}}, [0, 1], {})
     assert [(name, c.scenario, c.seed) for name, c in found][:3] == [("a", "permuted_digits", 0), ("a", "permuted_digits", 1), ("b", "permuted_digits", 0)]
     assert all(c.batch_size == 16 for name, c in found if c.scenario == "split_digits")
+
+
+def test_run_configs_builds_each_scenario_once_and_keeps_the_configs_order(tmp_path, monkeypatch):
+    # A notebook lists its runs method by method, seed by seed: run_configs goes through them grouped
+    # by data (one Scenario built per seed here, not one per run) and returns them in their order.
+    built = []
+    real = experiments.scenario_of
+    monkeypatch.setattr(experiments, "scenario_of", lambda config: built.append(config.seed) or real(config))
+    small = dict(scenario="split_digits", num_tasks=2, epochs=1, finetune_epochs=0, batch_size=32, progress=False, device="cpu")
+    configs = [Config.from_dict({**small, "method": method, "seed": seed}) for method in ("naive", "independent") for seed in (0, 1)]
+    results = experiments.run_configs(configs, tmp_path)
+    assert built == [0, 1]
+    assert [(r["method"], r["seed"]) for r in results] == [("naive", 0), ("naive", 1), ("independent", 0), ("independent", 1)]
+    assert results == experiments.run_configs(configs, tmp_path)  # loaded again: the same results, in order
