@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
 .DELETE_ON_ERROR:
-.PHONY: install data test reproduce runs check-data paper-dry gpu-check notebooks run-permuted-fashion-mnist bench clean
+.PHONY: install data test reproduce runs check-data paper-dry gpu-check wheelhouse notebooks run-permuted-fashion-mnist bench clean
 
 install: $(STAMP)
 
@@ -95,10 +95,32 @@ paper-dry: | $(STAMP)
 	$(PY) -m adaqpacknet.data.fake $(PAPER_DRY_DATA)
 	$(MAKE) --no-print-directory reproduce PROFILE=paper-dry
 
-# On a machine with CUDA: the smoke profile and split CIFAR-100 (paper-dry) on the GPU, bit-exact
-# packed logits and zero forgetting there, epoch times CPU vs GPU -> benchmarks/results/cuda/.
-gpu-check: | $(STAMP) data
-	$(PY) benchmarks/gpu_check.py
+# --- the GPU check (benchmarks/gpu_check.py): every sub-network method trained on the GPU in one
+# process, BWT exactly 0, packed files bit-identical there, epoch times CPU vs GPU -> benchmarks/results/cuda/.
+# A bare GPU machine (Python 3.11 or 3.12 with torch, torchvision, numpy, pandas, scikit-learn,
+# safetensors, pyyaml, tqdm; no registry): collect the three wheels it lacks where a registry is
+# reachable (`make wheelhouse`, ~0.6 MB), bring wheelhouse/ along, and there run
+#   make gpu-check PYTHON=python3 NO_VENV=1
+# DEVICE=cpu runs the same check on the CPU (tests/test_gpu_check.py does, in `make test`).
+DEVICE ?= cuda
+NO_VENV ?=
+WHEEL_PYTHON ?= 3.12
+WHEELHOUSE_PINS := kmeans1d==0.5.0 constriction==0.5.0 tabulate==0.9.0
+ifeq ($(NO_VENV),1)
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --device $(DEVICE)
+else
+gpu-check: | $(STAMP)
+	$(PY) benchmarks/gpu_check.py --device $(DEVICE)
+endif
+
+# The wheels of WHEEL_PYTHON (cp312) for manylinux x86_64 that a bare GPU machine lacks; binary only.
+wheelhouse:
+	$(PYTHON) -m pip download --quiet --dest wheelhouse --only-binary=:all: --no-deps \
+		--python-version $(WHEEL_PYTHON) --implementation cp --abi cp$(subst .,,$(WHEEL_PYTHON)) --abi abi3 --abi none \
+		--platform manylinux_2_34_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
+		$(WHEELHOUSE_PINS)
+	@ls -l wheelhouse
 
 # --- benchmarks: speed, memory and size, each a JSON + Markdown table in benchmarks/results/<device>/ ---
 # Not part of `make test`. The scaling run comes before the inference benchmark, which loads its file.

@@ -75,14 +75,16 @@ def verify_packed(run_dir: Path, data_root: str | None) -> int:
 
 def list_runs(profile: str, params_root: str, as_json: bool, batches: bool = False) -> int:
     """Print every run of a profile: its id, method, seed, the notebooks that read it and its batch
-    (the job that trains it); with ``batches``, every batch: its id, its number of runs and their ids."""
+    (the job that trains it); with ``batches``, every batch: its id, its number of runs, the SLURM
+    runtime and memory it asks for (``grid.batch_resources``) and its runs' ids."""
     plan = grid.plan(profile, params_root)
     if batches:
         if as_json:
-            print(json.dumps([{"batch": b, "runs": list(ids)} for b, ids in plan.batches.items()], indent=2))
+            print(json.dumps([{"batch": b, "runs": list(ids), **grid.batch_resources(plan, b)} for b, ids in plan.batches.items()], indent=2))
         else:
             for b, ids in plan.batches.items():
-                print(f"{b}\t{len(ids)}\t{' '.join(ids)}")
+                asks = grid.batch_resources(plan, b)
+                print(f"{b}\t{len(ids)}\t{asks['runtime']} min\t{asks['mem_mb']} MB\t{' '.join(ids)}")
         print(f"{len(plan.batches)} batches of {len(plan.runs)} runs in profile {profile!r}", file=sys.stderr)
         return 0
     if as_json:

@@ -34,6 +34,7 @@ import yaml
 from . import experiments
 from .ablations import sparsity_configs
 from .config import AVALANCHE_METHODS, Config, field_names
+from .data import SCENARIOS
 
 NOTEBOOKS_DIR = experiments.resolve("notebooks")
 PARAMS_ROOT = "notebooks/params"
@@ -106,6 +107,67 @@ class Plan:
     def batch_of(self) -> dict[str, str]:
         """Run id -> the id of its batch."""
         return {run_id: batch for batch, ids in self.batches.items() for run_id in ids}
+
+
+# --- cluster resources of a run (SLURM's -t and --mem): estimates, sized with room to spare ------
+# Training images per class of each source (the published training splits), before the validation
+# split: with the scenario's classes per task, a task's size without reading the data.
+IMAGES_PER_CLASS = {"mnist": 6000, "fashion_mnist": 6000, "cifar10": 5000, "cifar100": 500, "svhn": 7326,
+                    "notmnist": 1873, "tinyimagenet": 500, "digits": 180}
+TEST_IMAGES_PER_CLASS = {"mnist": 1000, "fashion_mnist": 1000, "cifar10": 1000, "cifar100": 100, "svhn": 2603,
+                         "notmnist": 468, "tinyimagenet": 50, "digits": 0}
+# Milliseconds per gradient step of each protocol network at its protocol batch (10-256) on one
+# current GPU: a planning figure, step launch overhead dominating the small networks.
+STEP_MS = {"mlp": 2.0, "small_conv": 3.0, "alexnet": 4.0, "tinyimagenet_conv": 8.0, "resnet18_reduced": 12.0}
+# A method's cost per step relative to plain training, t = tasks learned before: GEM computes one
+# gradient per earlier task's memory and solves a QP, EWC (separate) adds a penalty per earlier
+# task, A-GEM and replay train on a memory batch too, LwF runs its teacher, SI and WSN track
+# per-weight state. The mean over a run's tasks is taken (t from 0 to T - 1).
+METHOD_STEP_FACTOR: dict[str, Callable[[float], float]] = {
+    "gem": lambda t: 1.0 + 1.0 * t, "ewc": lambda t: 1.0 + 0.15 * t, "agem": lambda t: 2.0, "replay": lambda t: 2.0,
+    "lwf": lambda t: 1.5, "si": lambda t: 1.5, "wsn": lambda t: 1.5,
+}
+RUNTIME_MARGIN = 3.0  # requested = margin x estimate + RUNTIME_FLOOR_MIN: a slow node or a busy file system
+RUNTIME_FLOOR_MIN = 10
+RETRIES = 2  # the SLURM profile's `retries`: each new attempt asks for attempt x the runtime and memory
+
+
+def run_resources(config: Config) -> dict[str, int]:
+    """SLURM resources one run of ``config`` asks for: ``runtime`` (minutes, sbatch -t) and ``mem_mb``
+    (sbatch --mem), estimated from the run's gradient steps, its network and method (``STEP_MS``,
+    ``METHOD_STEP_FACTOR``) and the bytes of its data (uint8 images held in memory; a classic
+    strategy's float copies of the training images, 4 bytes a value), with ``RUNTIME_MARGIN``.
+    A classic strategy cannot resume mid-run (avalanche keeps its state outside the checkpoint): its
+    runtime covers the whole run, as every run's does. Estimates, not measurements: a cluster user
+    who sees a run killed at its limit retries it with twice the limit (``RETRIES``) and can scale
+    every figure here."""
+    spec = SCENARIOS[config.scenario]
+    tasks = config.num_tasks or spec.num_tasks
+    model = spec.default_model if config.model == "auto" else config.model
+    sources = spec.sources if spec.kind == "multi_dataset" else spec.sources * tasks
+    channels, height, width = spec.input_shape
+    per_task = [IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources[:tasks]]
+    test = [TEST_IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources[:tasks]]
+    train = [round(n * (1 - spec.val_fraction)) for n in per_task]
+    passes = config.population if config.method == "ada_qpacknet" else 1  # every candidate trains
+    factor = METHOD_STEP_FACTOR.get(config.method, lambda t: 1.0)
+    step_units = sum(passes * config.epochs_per_task * -(-n // config.batch_size) * factor(t) for t, n in enumerate(train))
+    minutes = 1.2 * step_units * STEP_MS[model] / 60_000  # +20%: evaluation after every task
+    pixels = channels * height * width
+    data_bytes = (sum(per_task) + sum(test)) * pixels
+    if config.method in AVALANCHE_METHODS:
+        data_bytes += 4 * sum(train) * pixels
+    return {
+        "runtime": int(RUNTIME_MARGIN * minutes + RUNTIME_FLOOR_MIN),
+        "mem_mb": 1000 * -(-int(2000 + 1.5 * data_bytes / 1e6) // 1000),  # 2 GB for torch and the process, whole GB
+    }
+
+
+def batch_resources(plan: "Plan", batch: str) -> dict[str, int]:
+    """A batch's resources: its runs train one after another, so the sum of their runtimes and the
+    largest of their memories (``run_resources``)."""
+    each = [run_resources(plan.runs[run_id].config) for run_id in plan.batches[batch]]
+    return {"runtime": sum(r["runtime"] for r in each), "mem_mb": max(r["mem_mb"] for r in each)}
 
 
 def family(config: Config) -> str:

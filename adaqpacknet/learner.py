@@ -38,7 +38,7 @@ from .ownership import (
     show_task,
     show_training,
 )
-from .packing import PACKED_FILE, PROBES_FILE, pack, probe_batch
+from .packing import PACKED_FILE, PROBES_FILE, PackedNetwork, pack, probe_batch
 from .pruning import budget_prune_ratios, magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
 from .results import write_bytes
@@ -312,6 +312,17 @@ class AdaQPacknet(ContinualLearner):
         probes = {f"task{index}/logits": logits.contiguous() for index, logits in self.probe_logits.items()}
         write_bytes(Path(directory) / PROBES_FILE, safetensors_save(probes, metadata={"device": str(self.device)}))
         return path
+
+    def packed_logits_identical(self, path: str | Path) -> bool:
+        """Whether the packed file at ``path`` gives every frozen task's probe logits bit for bit as
+        recorded when the task was frozen. Loaded on this learner's device, where they were recorded:
+        bit-exact logits need the same device (a GPU's kernels round otherwise than the CPU's)."""
+        network = PackedNetwork.load(path, device=self.device)
+        with torch.no_grad():
+            return all(
+                torch.equal(network(probe_batch(self.scenario.tasks[index].test).to(self.device), index).cpu(), logits)
+                for index, logits in self.probe_logits.items()
+            )
 
     # --- results and checkpoints -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ weights whose gradient is zero):
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,11 +59,28 @@ class FitReport:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def assigned_gpus() -> str | None:
+    """The GPUs this process was given (``CUDA_VISIBLE_DEVICES``, set by SLURM's --gpus, by
+    ``make reproduce GPUS=...`` and by most schedulers), or None where none was: unset, empty, or a
+    value that hides every GPU ("-1", "NoDevFiles")."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return None if visible in ("", "-1", "NoDevFiles") else visible
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` takes the GPU when there is one."""
-    if name == "cuda" and not torch.cuda.is_available():
+    """``auto`` takes the GPU when there is one, and the CPU when none was given to this process. A
+    process given GPUs (``assigned_gpus``) whose CUDA is unusable (a driver older than torch's CUDA
+    build, a CPU build of torch) fails rather than train for hours on one CPU thread."""
+    available = torch.cuda.is_available()
+    if name == "cuda" and not available:
         raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if name == "auto" and not available and assigned_gpus() is not None:
+        raise RuntimeError(
+            f"device='auto': this process was given GPU(s) CUDA_VISIBLE_DEVICES={assigned_gpus()} but torch cannot use CUDA "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}; an NVIDIA driver older than the build, or a CPU build?). "
+            f"Fix the driver or the torch build, or train on the CPU on purpose with device='cpu' (or unset CUDA_VISIBLE_DEVICES)"
+        )
+    device = torch.device(("cuda" if available else "cpu") if name == "auto" else name)
     if device.type == "cuda":
         # Reproducible convolutions: cuDNN's autotuner and non-deterministic kernels off.
         torch.backends.cudnn.deterministic = True
@@ -92,6 +110,14 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Ge
     )
 
 
+def on_device(dataset: Dataset, device: torch.device) -> Dataset:
+    """``dataset`` with its tensors on ``device`` when that is a GPU and the dataset is held in
+    memory (``TaskDataset.to``: MNIST-sized tasks as uint8, a few MB to a GB), else as it is. One
+    copy per call instead of one per batch: a copy from pageable host memory makes the host wait
+    for every kernel queued before it."""
+    return dataset.to(device) if device.type == "cuda" and hasattr(dataset, "to") else dataset
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, dataset: Dataset, head: int, batch_size: int, device: torch.device,
@@ -101,13 +127,13 @@ def evaluate(
     For a single head over every task's classes: ``label_offset`` is added to the dataset's labels
     and only the head's first ``num_classes`` outputs (the classes seen so far) compete."""
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)  # summed on the device: one sync, at the end
     total = 0
-    for x, y in loader(dataset, batch_size, shuffle=False):
+    for x, y in loader(on_device(dataset, device), batch_size, shuffle=False):
         logits = model(x.to(device), head)[:, :num_classes]
-        correct += int((logits.argmax(1).cpu() == y + label_offset).sum())
+        correct += (logits.argmax(1) == y.to(device) + label_offset).sum()
         total += len(y)
-    return 100.0 * correct / max(total, 1)
+    return 100.0 * int(correct) / max(total, 1)
 
 
 class DivergedError(RuntimeError):
@@ -148,6 +174,7 @@ def fit(
         optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience - 1
     )
     loss_fn = nn.CrossEntropyLoss()
+    train_on_device = on_device(train_data, device)
     report = FitReport()
     best_state = [p.detach().clone() for p in params]
     best_val = -1.0
@@ -159,7 +186,7 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        batches = loader(train_data, settings.batch_size, shuffle=True, generator=generator)
+        batches = loader(train_on_device, settings.batch_size, shuffle=True, generator=generator)
         bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{epochs}", leave=False, disable=not _show_bars(settings.progress), mininterval=1.0)
         for x, y in bar:
             x, y = x.to(device), y.to(device)

@@ -22,10 +22,11 @@ from torch.utils.data import Dataset
 from .config import Config
 from .continual import ContinualLearner, float32_bytes, task_seed, tensor_bytes
 from .data import Scenario
+from .data.scenarios import copy_to
 from .models import MultiHeadNet, build_model
 from .ownership import prunable_layers
 from .results import write_json
-from .training import DivergedError, evaluate, fit, loader
+from .training import DivergedError, evaluate, fit, loader, on_device
 
 
 class PerTaskNetworks(nn.Module):
@@ -164,7 +165,7 @@ class Joint(ContinualLearner):
         seed = task_seed(cfg.seed, 0)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        data = TaskLabelled([t.train for t in tasks])
+        data = TaskLabelled([on_device(t.train, self.device) for t in tasks])
         params = list(self.model.parameters())
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience - 1)
@@ -175,11 +176,13 @@ class Joint(ContinualLearner):
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=self.device)  # on the device: no synchronisation per step
             for x, y, task_of in loader(data, cfg.batch_size, shuffle=True, generator=generator):
-                x, y, task_of = x.to(self.device), y.to(self.device), task_of.to(self.device)
+                # Each task's rows, from the task ids the loader gives on the CPU: a mask or unique()
+                # on the device would make the host wait for the GPU at every step. The same rows
+                # as a boolean mask selects, in the same order: the same loss, bit for bit.
+                rows = [(t, copy_to((task_of == t).nonzero().squeeze(1), self.device)) for t in task_of.unique().tolist()]
+                x, y = x.to(self.device), y.to(self.device)
                 features = self.model.body(x)
-                loss = sum(
-                    loss_fn(self.model.heads[t](features[task_of == t]), y[task_of == t]) for t in task_of.unique().tolist()
-                ) / len(y)
+                loss = sum(loss_fn(self.model.heads[t](features.index_select(0, r)), y.index_select(0, r)) for t, r in rows) / len(y)
                 optimizer.zero_grad(set_to_none=False)
                 loss.backward()
                 optimizer.step()

@@ -119,6 +119,7 @@ def main() -> None:
         {
             "training": name, "epoch_s (median)": stats["median_s"], "min_s": stats["min_s"], "max_s": stats["max_s"],
             "x plain loop": stats["median_s"] / limit, "samples/s": samples / stats["median_s"],
+            "steps/s": samples // config.batch_size / stats["median_s"],
         }
         for name, stats in measured.items()
     ]

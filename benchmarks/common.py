@@ -101,18 +101,29 @@ def machine(device: torch.device) -> dict[str, Any]:
     return record
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a Markdown table (pandas' to_markdown, through tabulate); where tabulate is
+    missing (a bare GPU machine without the wheelhouse), as a fixed-width block: a benchmark that
+    measured everything must not fail at its last line. The JSON holds every number either way."""
+    try:
+        return frame.to_markdown(index=False, floatfmt=".4g")
+    except ImportError:
+        return "```\n" + frame.to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n```"
+
+
 def write(
     name: str, title: str, rows: list[dict[str, Any]], device: torch.device, notes: str, data: dict[str, Any] | None = None,
-    timing: str = f"median of {REPEATS} after a warm-up",
+    timing: str = f"median of {REPEATS} after a warm-up", folder: Path | None = None,
 ) -> Path:
-    """Write the benchmark's JSON and Markdown table; print the table. Returns the Markdown path.
+    """Write the benchmark's JSON and Markdown table in ``folder`` (default results/<device type>);
+    print the table. Returns the Markdown path.
 
     ``timing`` says how the table's times were taken."""
     env = machine(device)
-    folder = RESULTS / device.type
+    folder = RESULTS / device.type if folder is None else Path(folder)
     write_json(folder / f"{name}.json", {"benchmark": name, "title": title, "environment": env, "timing": timing, "rows": rows, "notes": notes, **(data or {})})
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k != "adaqpacknet")
-    table = pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g")
+    table = markdown_table(pd.DataFrame(rows))
     text = (
         f"# {title}\n\n{env['cpu_model']}, {env['cpu_count']} cores, {env['torch_threads']} torch threads, device "
         f"{env['device']} ({env['device_name']}); Python {env['python']}; {packages}; commit {env['git_commit']}. "

@@ -42,7 +42,6 @@ import torch
 from adaqpacknet import experiments, plots
 from adaqpacknet.learner import AdaQPacknet
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
-from adaqpacknet.packing import PackedNetwork, probe_batch
 
 plots.use_style()
 settings = experiments.settings(
@@ -101,9 +100,7 @@ plots.owner_map_image(owner, layer);
 
 # %%
 packed_path = learner.write_packed(experiments.profile_folder("runs", profile) / "00_method_tour")
-network = PackedNetwork.load(packed_path)
-probe = probe_batch(learner.scenario.tasks[0].test)
-identical = torch.equal(network(probe, 0), learner.probe_logits[0])
+identical = learner.packed_logits_identical(packed_path)  # loaded on the device that recorded the probes
 _, ledger = learner.pack()
 print(f"{packed_path.name}: {ledger['packed_bytes']} bytes, entropy bound {ledger['entropy_bound_bytes']:.0f} bytes, "
       f"dense float32 network {ledger['dense_float32_bytes']} bytes; probe logits identical: {identical}")

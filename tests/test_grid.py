@@ -242,3 +242,35 @@ def test_run_configs_builds_each_scenario_once_and_keeps_the_configs_order(tmp_p
     assert built == [0, 1]
     assert [(r["method"], r["seed"]) for r in results] == [("naive", 0), ("naive", 1), ("independent", 0), ("independent", 1)]
     assert results == experiments.run_configs(configs, tmp_path)  # loaded again: the same results, in order
+
+
+def test_cluster_resources_follow_each_runs_steps_method_and_data():
+    # SLURM's -t and --mem per batch (grid.batch_resources), from estimates per run: more steps,
+    # a costlier method or more data ask for more; a batch sums its runs' times, takes their largest memory.
+    paper = grid.plan("paper")
+    asks = {(r.config.scenario, r.config.label): grid.run_resources(r.config) for r in paper.runs.values()}
+    gem, naive, ada = asks[("tinyimagenet", "gem")], asks[("tinyimagenet", "naive")], asks[("tinyimagenet", "ada_qpacknet")]
+    assert gem["runtime"] > 5 * naive["runtime"] and ada["runtime"] > naive["runtime"]  # GEM: a QP and a gradient per earlier task
+    assert gem["mem_mb"] == naive["mem_mb"] > ada["mem_mb"]  # the classic strategies' float copies of the images
+    assert asks[("permuted_mnist", "naive")]["runtime"] < naive["runtime"]
+    for batch, ids in paper.batches.items():
+        each = [grid.run_resources(paper.runs[i].config) for i in ids]
+        assert grid.batch_resources(paper, batch) == {"runtime": sum(e["runtime"] for e in each), "mem_mb": max(e["mem_mb"] for e in each)}
+
+
+def test_every_batch_job_asks_for_its_own_resources_and_more_on_a_retry(tmp_path):
+    root = write_profile(tmp_path, "sized", {
+        "10_permuted": {"scenario": "permuted_digits", "methods": ["ada_qpacknet", "naive"], "seeds": [0], "num_tasks": 2, "tune": {}},
+    })
+    plan = grid.plan("sized", root)
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "reproduce", "PROFILE=sized", f"PARAMS_ROOT={root}", f"RESULTS_ROOT={tmp_path / 'results'}",
+         "SNAKEMAKE_ARGS=--dry-run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    for batch in plan.batches:
+        asks = grid.batch_resources(plan, batch)
+        job = dry.stdout[dry.stdout.index(f"rule train_{batch}:"):]
+        resources = job[job.index("resources:"):].splitlines()[0]
+        assert f"mem_mb={asks['mem_mb']}" in resources and f"runtime={asks['runtime']}" in resources, resources

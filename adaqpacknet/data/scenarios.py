@@ -94,6 +94,11 @@ class BatchTransform:
             x = x.flatten(-3)[..., self.permutation].reshape(x.shape)
         return x
 
+    def to(self, device: torch.device | str) -> "BatchTransform":
+        """The same transform for batches on ``device`` (its permutation moved there)."""
+        permutation = None if self.permutation is None else self.permutation.to(device)
+        return BatchTransform(self.mean, self.std, self.pad, self.channels, permutation)
+
     def __repr__(self) -> str:
         perm = "none" if self.permutation is None else f"{self.permutation.numel()} pixels"
         return (f"BatchTransform(mean={self.mean}, std={self.std}, pad={self.pad}, "
@@ -117,6 +122,14 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 
 # ----------------------------------------------------------------------------- datasets
+
+def copy_to(tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` (on the CPU) on ``device``; to a GPU from pinned memory, asynchronously: a copy
+    from pageable memory makes the host wait for every kernel queued before it, at every step."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
 
 class TaskDataset(torch.utils.data.Dataset):
     """Images kept as uint8, transformed per batch on access.
@@ -156,8 +169,14 @@ class TaskDataset(torch.utils.data.Dataset):
         # A batch of one through the same batch transform, so single samples match __getitems__.
         return self._transform(self._images[i : i + 1].float().div_(255.0))[0], self._labels[i]
 
+    def to(self, device: torch.device | str) -> "TaskDataset":
+        """This dataset with its uint8 images, labels and transform on ``device``: batches are then
+        gathered and transformed there (``training.on_device``)."""
+        transform = self._transform.to(device) if hasattr(self._transform, "to") else self._transform
+        return TaskDataset(self._images.to(device), self._labels.to(device), transform)
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.int64)
+        idx = copy_to(torch.as_tensor(indices, dtype=torch.int64), self._images.device)
         return self._transform(self._images[idx].float().div_(255.0)), self._labels[idx]
 
 
