@@ -78,6 +78,8 @@ def avalanche_epochs(config: Config, scenario) -> list[float]:
     from avalanche.core import SupervisedPlugin
 
     class EpochTimer(SupervisedPlugin):
+        keeps_no_tensors = True  # classic.plugin_state_bytes: nothing to count in the run's state
+
         def __init__(self) -> None:
             super().__init__()
             self.times: list[float] = []
