@@ -48,6 +48,9 @@ REPORT_PREFIX = "9"  # 90_tables, 91_figures: they read every experiment noteboo
 # jobs instead of 201, still enough for 2 cores to stay busy to the end (a larger cap saves little
 # more start-up and lengthens the tail, the last batch, during which one core may wait alone).
 MAX_BATCH_RUNS = 6
+# And at most about this many minutes of estimated cluster time (``run_resources``): a SLURM job
+# longer than its partition's limit (often 24-72 h) would wait in the queue for ever.
+MAX_BATCH_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class Plan:
 
         One batch per scenario's data (``experiments.data_key``: the runs share one built Scenario) and family
         (``family``: the classic strategies share their float copies of its training images too),
-        split round-robin into near-equal batches of at most ``MAX_BATCH_RUNS`` when larger. The ids
+        split round-robin into near-equal batches of at most ``MAX_BATCH_RUNS`` runs, and as many more
+        as keep a batch near ``MAX_BATCH_MINUTES`` of estimated cluster time, when larger. The ids
         (``<scenario>_seed<seed>_<family>_<k>``, k from 1 within a scenario, seed and family) and
         the order are deterministic: a function of the plan. Every run is in exactly one batch.
         """
@@ -97,7 +101,10 @@ class Plan:
         numbered: dict[str, int] = {}
         for (key, kind), ids in groups.items():
             prefix = f"{key[0]}_seed{key[1]}_{kind}"
+            minutes = {i: run_resources(self.runs[i].config)["runtime"] for i in ids}
             count = -(-len(ids) // MAX_BATCH_RUNS)
+            while count < len(ids) and max(sum(minutes[i] for i in ids[part::count]) for part in range(count)) > MAX_BATCH_MINUTES:
+                count += 1
             for part in range(count):
                 numbered[prefix] = numbered.get(prefix, 0) + 1
                 batches[f"{prefix}_{numbered[prefix]}"] = tuple(ids[part::count])

@@ -209,6 +209,8 @@ def fit(
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the steps queued on the GPU are part of the epoch's time
         train_seconds = time.perf_counter() - epoch_start  # the gradient steps alone (benchmarks/)
         val_acc = evaluate(model, val_data, head, settings.eval_batch_size, device)
         scheduler.step(val_acc)

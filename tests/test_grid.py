@@ -255,6 +255,7 @@ def test_cluster_resources_follow_each_runs_steps_method_and_data():
     assert asks[("permuted_mnist", "naive")]["runtime"] < naive["runtime"]
     for batch, ids in paper.batches.items():
         each = [grid.run_resources(paper.runs[i].config) for i in ids]
+        assert sum(e["runtime"] for e in each) <= grid.MAX_BATCH_MINUTES or len(ids) == 1  # a job a partition limit admits
         assert grid.batch_resources(paper, batch) == {"runtime": sum(e["runtime"] for e in each), "mem_mb": max(e["mem_mb"] for e in each)}
 
 

@@ -78,7 +78,12 @@ class BatchTransform:
     def __init__(self, mean: Sequence[float], std: Sequence[float], pad: int = 0, channels: int | None = None,
                  permutation: Tensor | None = None) -> None:
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        if not all(self.std):
+            raise ValueError(f"std={self.std}: a zero would divide by zero")
         self.pad, self.channels, self.permutation = pad, channels, permutation
+        # float32 tensors made once (and moved with ``to``): from lists, torchvision would make them
+        # anew for every batch, a copy from the host that makes the GPU's host wait at every step.
+        self._mean, self._std = torch.tensor(self.mean, dtype=torch.float32), torch.tensor(self.std, dtype=torch.float32)
 
     def __call__(self, x: Tensor) -> Tensor:
         # Imported here: torchvision costs ~1.5 s to import, and planning a grid (adaqpacknet.grid,
@@ -87,7 +92,7 @@ class BatchTransform:
 
         if self.pad:
             x = TF.pad(x, [self.pad], fill=0.0)
-        x = TF.normalize(x, self.mean, self.std)
+        x = TF.normalize(x, self._mean.to(x.device), self._std.to(x.device))  # no copy when already there
         if self.channels is not None and x.shape[-3] != self.channels:
             x = x.expand(*x.shape[:-3], self.channels, *x.shape[-2:]).contiguous()
         if self.permutation is not None:
@@ -97,7 +102,9 @@ class BatchTransform:
     def to(self, device: torch.device | str) -> "BatchTransform":
         """The same transform for batches on ``device`` (its permutation moved there)."""
         permutation = None if self.permutation is None else self.permutation.to(device)
-        return BatchTransform(self.mean, self.std, self.pad, self.channels, permutation)
+        moved = BatchTransform(self.mean, self.std, self.pad, self.channels, permutation)
+        moved._mean, moved._std = self._mean.to(device), self._std.to(device)
+        return moved
 
     def __repr__(self) -> str:
         perm = "none" if self.permutation is None else f"{self.permutation.numel()} pixels"
