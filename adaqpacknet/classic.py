@@ -10,7 +10,7 @@ accuracy of every seen task is re-measured by the package's own ``evaluate``, as
 Every strategy but ``avalanche_packnet`` trains with the package's validation schedule
 (``_validation_schedule``: lr reset each task and reduced on validation plateaus, the best validation
 epoch kept), and its results hold the final network's validation accuracy, by which notebooks 10-13
-choose its key hyperparameter (``experiments.CLASSIC_GRID``).
+choose its key hyperparameter (``tuning.CLASSIC_GRID``).
 
 With ``heads="single"`` a classic strategy is trained class-incrementally instead: one head over
 every class, global labels, no task labels, and its accuracy matrix measured over all the classes
@@ -33,19 +33,20 @@ import os
 import time
 import warnings
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import AVALANCHE_METHODS, Config
+from . import methods
+from .config import Config
 from .continual import ContinualLearner, float32_bytes, tensor_bytes
 from .data import Scenario
 from .models import MultiHeadNet, build_model
 from .packing import layout_bytes
 from .task_inference import ONE_HEAD, class_offsets, evaluate_step
-from .training import evaluate
+from .training import EpochKeeper, evaluate
 
 
 def _avalanche():
@@ -119,28 +120,29 @@ def _validation_schedule(learner: "ClassicStrategy", base: type):
             strategy.optimizer.state = collections.defaultdict(dict)
             for group in strategy.optimizer.param_groups:
                 group["lr"] = cfg.lr
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                strategy.optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience - 1
-            )
+            self.keeper = EpochKeeper(strategy.optimizer, cfg.lr_factor, cfg.lr_patience, cfg.early_stop_patience,
+                                      lambda: {k: v.detach().clone() for k, v in learner.model.state_dict().items()})
             self.index = strategy.experience.current_experience
-            self.best, self.best_epoch, self.flat, self.history = -1.0, 0, 0, []
-            self.best_state = None
+            self.history = []
+
+        @property
+        def best(self) -> float:
+            return self.keeper.best
+
+        @property
+        def best_epoch(self) -> int:
+            return self.keeper.best_epoch
 
         def after_training_epoch(self, strategy, *args, **kwargs) -> None:
             accuracy = learner.validation_accuracy(self.index, seen_tasks=self.index + 1)
             strategy.model.train()
-            self.scheduler.step(accuracy)
-            self.history.append({"epoch": len(self.history) + 1, "val_accuracy": accuracy, "lr": strategy.optimizer.param_groups[0]["lr"]})
-            if accuracy > self.best:
-                self.best, self.best_epoch, self.flat = accuracy, len(self.history), 0
-                self.best_state = {k: v.detach().clone() for k, v in learner.model.state_dict().items()}
-            else:
-                self.flat += 1
-                if cfg.early_stop_patience and self.flat >= cfg.early_stop_patience:
-                    strategy.stop_training()
+            stop = self.keeper.end_epoch(accuracy)
+            self.history.append({"epoch": len(self.history) + 1, "val_accuracy": accuracy, "lr": self.keeper.lr})
+            if stop:
+                strategy.stop_training()
 
         def after_training_exp(self, strategy, *args, **kwargs) -> None:
-            learner.model.load_state_dict(self.best_state)
+            learner.model.load_state_dict(self.keeper.best_state)
 
     return ValidationSchedule()
 
@@ -339,7 +341,7 @@ def plugin_state_bytes(plugin) -> int:
 
 
 # The float copies of one scenario's training images, by task (``_train_inputs``), shared by every
-# learner on that scenario in this process: a batch of runs (``experiments.run_configs`` gives its
+# learner on that scenario in this process: a batch of runs (``runs.run_configs`` gives its
 # runs one Scenario) makes them once, not once per run (~6 s and 1.7 GB for permuted Fashion-MNIST's
 # 10 tasks). Keyed by the Scenario object itself, held weakly: only the last scenario's copies are
 # kept, they go when it goes, and a learner given another Scenario (even one built from equal
@@ -367,22 +369,49 @@ def _train_inputs(scenario: Scenario, index: int) -> Tensor:
     return inputs[index]
 
 
+def _si(cfg: Config, common: dict[str, Any], avl: dict[str, Any]):
+    # Through the plugin: the strategy cannot exclude the per-task heads, whose gradients are None
+    # while another task trains (they are task-private anyway). A single head is shared by every
+    # task: it is regularised like the body.
+    excluded = [] if cfg.heads == "single" else ["net.heads"]
+    common["plugins"].append(avl["plugins"].SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=excluded))
+    return avl["supervised"].Naive(**common)
+
+
+# Each classic strategy's avalanche strategy, from its Config fields and the arguments every one
+# takes (``ClassicStrategy._strategy_arguments``, the validation schedule first among the plugins).
+STRATEGIES: dict[str, Callable[[Config, dict[str, Any], dict[str, Any]], Any]] = {
+    "naive": lambda cfg, common, avl: avl["supervised"].Naive(**common),
+    "ewc": lambda cfg, common, avl: avl["supervised"].EWC(**common, ewc_lambda=cfg.ewc_lambda, mode="separate"),
+    "si": _si,
+    "lwf": lambda cfg, common, avl: avl["supervised"].LwF(**common, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature),
+    "replay": lambda cfg, common, avl: avl["supervised"].Replay(**common, mem_size=cfg.replay_mem_size),
+    "gem": lambda cfg, common, avl: avl["supervised"].GEM(
+        **common, patterns_per_exp=cfg.gem_patterns_per_exp, memory_strength=cfg.gem_memory_strength),
+    "agem": lambda cfg, common, avl: avl["supervised"].AGEM(
+        **common, patterns_per_exp=cfg.agem_patterns_per_exp, sample_size=cfg.agem_sample_size),
+}
+
+
 class ClassicStrategy(ContinualLearner):
-    """One of ``AVALANCHE_METHODS`` run by avalanche-lib on the package's scenario and network."""
+    """A classic strategy (``methods.CLASSIC_METHODS``) run by avalanche-lib on the package's
+    scenario and network, with the package's validation schedule (``_validation_schedule``)."""
+
+    # The strategy's own state (buffers, importances, teacher) is not in the checkpoint.
+    resumes_mid_run = False
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
-        if config.method not in AVALANCHE_METHODS:
-            raise ValueError(f"ClassicStrategy runs one of {AVALANCHE_METHODS}, not {config.method!r}")
+        methods.check_learner(self, config)
         self.avl = _avalanche()  # fail before any data is loaded when avalanche-lib is missing
         super().__init__(config, scenario)
-        if config.method == "avalanche_packnet":
-            self.model = _packnet_network(self.model, self.avl).to(self.device)
-            self.wrapped = self.model
-        elif config.heads == "single":
-            self.wrapped = SingleHead(self.model)
-        else:
-            self.wrapped = _wrapper(self.model, max(self.scenario.classes_per_task), self.avl["MultiTaskModule"])
+        self.wrapped = self.wrap_network()
         self._strategy: Any = None  # built on first use (``strategy``)
+
+    def wrap_network(self) -> nn.Module:
+        """The network as avalanche trains it: one head (labels made global) or a MultiTaskModule."""
+        if self.config.heads == "single":
+            return SingleHead(self.model)
+        return _wrapper(self.model, max(self.scenario.classes_per_task), self.avl["MultiTaskModule"])
 
     def build_network(self) -> MultiHeadNet:
         if self.config.heads == "single":
@@ -434,47 +463,27 @@ class ClassicStrategy(ContinualLearner):
         return avl["with_classes_timeline"](avl["with_task_labels"](benchmark))
 
     def _build_strategy(self):
-        cfg, plugins, supervised = self.config, self.avl["plugins"], self.avl["supervised"]
-        common = dict(
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no loggers specified": on purpose, we evaluate ourselves
+            common = self._strategy_arguments()
+            self.schedule = _validation_schedule(self, self.avl["SupervisedPlugin"])
+            common["plugins"] = [self.schedule]  # first: avalanche appends a strategy's own plugins
+            return STRATEGIES[self.config.method](self.config, common, self.avl)
+
+    def _strategy_arguments(self) -> dict[str, Any]:
+        """What every avalanche strategy is built with: the network, a fresh Adam, the batch sizes,
+        the epochs per task, the device and an evaluator without loggers."""
+        cfg = self.config
+        return dict(
             model=self.wrapped,
             optimizer=torch.optim.Adam(self.wrapped.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
             criterion=nn.CrossEntropyLoss(),
             train_mb_size=cfg.batch_size,
-            train_epochs=cfg.epochs_per_task,  # avalanche_packnet: pruning after ``epochs`` (below)
+            train_epochs=cfg.epochs_per_task,  # avalanche_packnet: pruning after ``epochs`` (AvalanchePackNet)
             eval_mb_size=cfg.eval_batch_size,
             device=self.device,
+            evaluator=self.avl["plugins"].EvaluationPlugin(loggers=[]),
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no loggers specified": on purpose, we evaluate ourselves
-            common["evaluator"] = plugins.EvaluationPlugin(loggers=[])
-            if cfg.method == "avalanche_packnet":
-                # Through Naive: avalanche's PackNet strategy drops the plugins it is given. Pruning
-                # after ``epochs``, then ``finetune_epochs`` more: the package's PackNet schedule.
-                packnet = self.avl["PackNetPlugin"](
-                    post_prune_epochs=cfg.finetune_epochs,
-                    prune_proportion=[cfg.prune_ratio(i) for i in range(self.scenario.num_tasks)],
-                )
-                return supervised.Naive(**common, plugins=[packnet])
-            self.schedule = _validation_schedule(self, self.avl["SupervisedPlugin"])
-            common["plugins"] = [self.schedule]  # first: avalanche appends a strategy's own plugins
-            if cfg.method == "naive":
-                return supervised.Naive(**common)
-            if cfg.method == "ewc":
-                return supervised.EWC(**common, ewc_lambda=cfg.ewc_lambda, mode="separate")
-            if cfg.method == "si":
-                # Through the plugin: the strategy cannot exclude the per-task heads, whose gradients
-                # are None while another task trains (they are task-private anyway). A single head is
-                # shared by every task: it is regularised like the body.
-                excluded = [] if cfg.heads == "single" else ["net.heads"]
-                common["plugins"].append(plugins.SynapticIntelligencePlugin(cfg.si_lambda, eps=cfg.si_eps, excluded_parameters=excluded))
-                return supervised.Naive(**common)
-            if cfg.method == "lwf":
-                return supervised.LwF(**common, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature)
-            if cfg.method == "replay":
-                return supervised.Replay(**common, mem_size=cfg.replay_mem_size)
-            if cfg.method == "gem":
-                return supervised.GEM(**common, patterns_per_exp=cfg.gem_patterns_per_exp, memory_strength=cfg.gem_memory_strength)
-            return supervised.AGEM(**common, patterns_per_exp=cfg.agem_patterns_per_exp, sample_size=cfg.agem_sample_size)
 
     def learn_task(self, index: int) -> dict[str, Any]:
         started = time.perf_counter()
@@ -495,12 +504,15 @@ class ClassicStrategy(ContinualLearner):
             "state_bytes": sum(plugin_state_bytes(plugin) for plugin in strategy.plugins),
             "timings": {"train_s": seconds, "total_s": seconds},
         }
-        if self.config.method != "avalanche_packnet":
-            history = self.schedule.history
-            report.update(epochs_run=len(history), best_epoch=self.schedule.best_epoch, val_accuracy=self.schedule.best, history=history)
+        report.update(self.schedule_report())
         self.per_task.append(report)
         print(f"task {index + 1} ({self.config.method}): trained in {seconds:.1f}s", flush=True)
         return report
+
+    def schedule_report(self) -> dict[str, Any]:
+        """The task's epochs as the validation schedule ran them (its best epoch kept)."""
+        history = self.schedule.history
+        return {"epochs_run": len(history), "best_epoch": self.schedule.best_epoch, "val_accuracy": self.schedule.best, "history": history}
 
     def validation_accuracy(self, index: int, seen_tasks: int | None = None) -> float:
         """Accuracy (%) of task ``index`` (0-based) on its validation split: with its own head, or,
@@ -519,26 +531,48 @@ class ClassicStrategy(ContinualLearner):
             return evaluate_step(self, len(self.per_task))[ONE_HEAD]["accuracy_per_task"]
         return super().evaluate_seen()
 
-    def resume(self, directory) -> int:
-        done = super().resume(directory)
-        if 0 < done < self.scenario.num_tasks:
-            # The strategy's own state (buffers, importances, teacher) was not saved: start over.
-            print(f"{directory}: a classic strategy cannot resume mid-run; starting over", flush=True)
-            self.__init__(self.config, self.scenario)
-            return 0
-        return done
+    def method_results(self) -> dict[str, Any]:
+        # The final network on every task's validation split: what a hyperparameter is chosen by
+        # (tuning.select_on_validation), as the test accuracy matrix's last row is ACC.
+        per_task = [self.validation_accuracy(i) for i in range(len(self.per_task))]
+        return {"validation": {"acc_per_task": per_task, "acc": sum(per_task) / len(per_task) if per_task else None}}
+
+    def storage(self) -> tuple[int, str]:
+        return float32_bytes(self.model.body, *self.model.heads[: len(self.per_task)]), "one float32 network with every learned head (buffers and regularisation state not counted: state_bytes)"
+
+    def state(self) -> tuple[int, str]:
+        # Measured at the end of the last task (learn_task), from the strategy's plugins.
+        return int(self.per_task[-1]["state_bytes"]), CLASSIC_STATE_DEFINITIONS[self.config.method]
+
+
+class AvalanchePackNet(ClassicStrategy):
+    """avalanche-lib's own PackNet (``method="avalanche_packnet"``), the cross-check of the package's
+    PackNet: the same schedule (``epochs``, prune, ``finetune_epochs``) and prune ratios, avalanche's
+    owner bookkeeping. It trains without the validation schedule (avalanche's plugin owns the epochs)."""
+
+    def wrap_network(self) -> nn.Module:
+        self.model = _packnet_network(self.model, self.avl).to(self.device)
+        return self.model
+
+    def _build_strategy(self):
+        cfg = self.config
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no loggers specified"
+            # Through Naive: avalanche's PackNet strategy drops the plugins it is given. Pruning
+            # after ``epochs``, then ``finetune_epochs`` more: the package's PackNet schedule.
+            packnet = self.avl["PackNetPlugin"](
+                post_prune_epochs=cfg.finetune_epochs,
+                prune_proportion=[cfg.prune_ratio(i) for i in range(self.scenario.num_tasks)],
+            )
+            return self.avl["supervised"].Naive(**self._strategy_arguments(), plugins=[packnet])
+
+    def schedule_report(self) -> dict[str, Any]:
+        return {}  # epochs_run as configured: avalanche's plugin runs every epoch
 
     def layer_sizes(self) -> dict[str, int]:
-        if self.config.method != "avalanche_packnet":
-            return super().layer_sizes()
         return {name: m.numel() for name, m in avalanche_owner_maps(self.model).items()}  # wrapper names
 
     def method_results(self) -> dict[str, Any]:
-        if self.config.method != "avalanche_packnet":
-            # The final network on every task's validation split: what a hyperparameter is chosen by
-            # (experiments.select_on_validation), as the test accuracy matrix's last row is ACC.
-            per_task = [self.validation_accuracy(i) for i in range(len(self.per_task))]
-            return {"validation": {"acc_per_task": per_task, "acc": sum(per_task) / len(per_task) if per_task else None}}
         maps = avalanche_owner_maps(self.model)
         owned = {name: int((m != 0).sum()) for name, m in maps.items()}
         total = sum(m.numel() for m in maps.values())
@@ -548,12 +582,6 @@ class ClassicStrategy(ContinualLearner):
         }
 
     def storage(self) -> tuple[int, str]:
-        if self.config.method == "avalanche_packnet":
-            heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
-            body = sum(m.numel() for m in avalanche_owner_maps(self.model).values())
-            return layout_bytes(body, heads)["packnet_raw"], "PackNet's own layout: float32 body weights + uint8 owner map + float32 heads"
-        return float32_bytes(self.model.body, *self.model.heads[: len(self.per_task)]), "one float32 network with every learned head (buffers and regularisation state not counted: state_bytes)"
-
-    def state(self) -> tuple[int, str]:
-        # Measured at the end of the last task (learn_task), from the strategy's plugins.
-        return int(self.per_task[-1]["state_bytes"]), CLASSIC_STATE_DEFINITIONS[self.config.method]
+        heads = [h.weight.numel() + h.bias.numel() for h in self.model.heads[: len(self.per_task)]]
+        body = sum(m.numel() for m in avalanche_owner_maps(self.model).values())
+        return layout_bytes(body, heads)["packnet_raw"], "PackNet's own layout: float32 body weights + uint8 owner map + float32 heads"

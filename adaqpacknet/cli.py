@@ -18,9 +18,8 @@ from pathlib import Path
 
 from . import grid
 from .config import Config, parse_override
-from .experiments import run_configs, verify_packed_run
-from .methods import run
-from .results import PACKAGE_ROOT, CorruptFileError
+from .runs import run, run_configs, verify_packed_run
+from .results import PACKAGE_ROOT, CorruptFileError, code_version
 
 
 def default_out_dir(config: Config) -> Path:
@@ -60,7 +59,7 @@ def check_profile_data(profile_dir: Path) -> int:
 
 
 def verify_packed(run_dir: Path, data_root: str | None) -> int:
-    """Print the per-task check of ``experiments.verify_packed_run``; exit 1 on any mismatch."""
+    """Print the per-task check of ``runs.verify_packed_run``; exit 1 on any mismatch."""
     report = verify_packed_run(run_dir, data_root)
     print(f"{report['file']}: {report['packed_bytes']} bytes")
     for row in report["tasks"]:
@@ -73,11 +72,22 @@ def verify_packed(run_dir: Path, data_root: str | None) -> int:
     return 0 if report["ok"] else 1
 
 
-def list_runs(profile: str, params_root: str, as_json: bool, batches: bool = False) -> int:
+def list_runs(profile: str, params_root: str, as_json: bool, batches: bool = False, stale: bool = False) -> int:
     """Print every run of a profile: its id, method, seed, the notebooks that read it and its batch
     (the job that trains it); with ``batches``, every batch: its id, its number of runs, the SLURM
-    runtime and memory it asks for (``grid.batch_resources``) and its runs' ids."""
+    runtime and memory it asks for (``grid.batch_resources``) and its runs' ids; with ``stale``, the
+    finished runs that other code trained (``grid.stale_runs``) and the code version each recorded."""
     plan = grid.plan(profile, params_root)
+    if stale:
+        found = grid.stale_runs(plan)
+        if as_json:
+            print(json.dumps([{"id": i, "folder": str(plan.runs_root / i), "code_version": v} for i, v in found.items()], indent=2))
+        else:
+            for run_id, recorded in found.items():
+                print(f"{run_id}\t{recorded}")
+        print(f"{len(found)} finished runs of profile {profile!r} were trained by other code than this ({code_version()}); "
+              f"delete a run's folder to retrain it", file=sys.stderr)
+        return 0
     if batches:
         if as_json:
             print(json.dumps([{"batch": b, "runs": list(ids), **grid.batch_resources(plan, b)} for b, ids in plan.batches.items()], indent=2))
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
     runs_parser.add_argument("--json", action="store_true", help="one JSON record per run, with its full config")
     runs_parser.add_argument("--batches", action="store_true", help="list the batches (one job each) instead: id, number of runs, run ids")
+    runs_parser.add_argument("--stale", action="store_true", help="list the finished runs that other library code trained (results.code_version)")
     check_parser = sub.add_parser("check-data", help="check that every scenario of a parameter profile has its data")
     check_parser.add_argument("profile_dir", type=Path, help="a folder of notebook parameter files, e.g. notebooks/params/paper")
     verify_parser = sub.add_parser(
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "runs":
         try:
-            return list_runs(args.profile, args.params_root, args.json, args.batches)
+            return list_runs(args.profile, args.params_root, args.json, args.batches, args.stale)
         except ValueError as error:
             parser.error(str(error))
     if args.batch is not None:

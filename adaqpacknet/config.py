@@ -14,11 +14,13 @@ from typing import Any, Mapping
 
 import torch
 
+from . import methods
 from .data.scenarios import CLASS_ORDERS
 from .data.scenarios import SCENARIOS as SCENARIO_SPECS
 from .models import MODELS as MODEL_NAMES
 from .models import build_model
 from .ownership import MAX_TASKS
+from .methods import CLASSIC_METHODS, METHODS
 from .quantization import QUANTIZERS as QUANTIZER_NAMES
 
 # Choices come from the modules that implement them, so error messages, the CLI and the docs
@@ -32,14 +34,7 @@ SEARCH_KEEPS = ("best", "retrain")
 CAPACITY_RULES = ("reference", "budget")
 FREE_INITS = ("layer_default", "uniform", "keep")
 DEVICES = ("auto", "cpu", "cuda")
-# Ada-QPacknet (and its float variant, quantizer="none"); PackNet: one fixed prune ratio per task, no
-# search, no quantisation; WSN: learned per-task binary masks; independent: one network per task;
-# joint: one network trained on every task at once (the two upper bounds).
-# The classic strategies, run through avalanche-lib (adaqpacknet.classic).
-CLASSIC_METHODS = ("naive", "ewc", "si", "lwf", "replay", "gem", "agem")
-# avalanche-lib's own PackNet: the cross-check of method="packnet" (same schedule and ratios).
-AVALANCHE_METHODS = (*CLASSIC_METHODS, "avalanche_packnet")
-METHODS = ("ada_qpacknet", "packnet", "wsn", "independent", "joint", *AVALANCHE_METHODS)
+# Config.method's choices and what each method is: adaqpacknet.methods, the registry.
 # "per_task": one head per task, the task id given at test time (task-incremental); "single": one
 # head over every class, trained and tested without task ids (class-incremental, classic methods).
 HEADS = ("per_task", "single")
@@ -160,7 +155,8 @@ class Config:
         _choice("class_order", self.class_order, CLASS_ORDERS)
         _choice("device", self.device, DEVICES)
         _choice("heads", self.heads, HEADS)
-        if self.heads == "single" and self.method not in CLASSIC_METHODS:
+        method = methods.spec(self.method)
+        if self.heads == "single" and not method.single_head:
             raise ValueError(
                 f"heads='single' trains one of {CLASSIC_METHODS} class-incrementally; method={self.method!r} keeps "
                 f"one head per task (its class-incremental accuracy comes from task inference: adaqpacknet.task_inference)"
@@ -171,7 +167,7 @@ class Config:
             spec = SCENARIO_SPECS[self.scenario]
             if spec.kind != "permuted":
                 _in_range("num_tasks", self.num_tasks, 1, spec.num_tasks + 1, f"1..{spec.num_tasks} for {self.scenario}")
-            elif self.method in ("ada_qpacknet", "packnet"):
+            elif method.owner_maps:
                 _in_range("num_tasks", self.num_tasks, 1, MAX_TASKS + 1, f"1..{MAX_TASKS} for {self.scenario} (owner ids of {self.method})")
         _in_range("seed", self.seed, 0, MAX_SEED + 1, f"0..{MAX_SEED}")
         if self.model != "auto":
@@ -225,13 +221,14 @@ class Config:
                 raise ValueError(f"{name}={getattr(self, name)} must be a finite number > 0")
         if self.budget_share_min > self.budget_share_max:
             raise ValueError(f"budget_share_min={self.budget_share_min} must not exceed budget_share_max={self.budget_share_max}")
-        if self.capacity_rule != "reference" and self.method != "ada_qpacknet":
+        if self.capacity_rule != "reference" and not method.searches:
             raise ValueError(
                 f"capacity_rule={self.capacity_rule!r} sets Ada-QPacknet's search; method={self.method!r} does not search "
                 f"(PackNet's ratios are prune_ratios)"
             )
-        if not self.reuse_frozen and self.method not in ("ada_qpacknet", "packnet"):
-            raise ValueError(f"reuse_frozen=False is an ablation of the owner-map methods (ada_qpacknet, packnet), not of {self.method!r}")
+        if not self.reuse_frozen and not method.owner_maps:
+            owning = ", ".join(name for name, s in methods.SPECS.items() if s.owner_maps)
+            raise ValueError(f"reuse_frozen=False is an ablation of the owner-map methods ({owning}), not of {self.method!r}")
         _in_range("wsn_capacity", self.wsn_capacity, 0.0, 1.0 + 1e-12, "(0, 1]", open_low=True)
         for name in ("ewc_lambda", "si_lambda", "lwf_alpha", "gem_memory_strength"):
             if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
@@ -241,35 +238,13 @@ class Config:
                 raise ValueError(f"{name}={getattr(self, name)} must be a finite number > 0")
         for name in ("replay_mem_size", "gem_patterns_per_exp", "agem_patterns_per_exp", "agem_sample_size"):
             _at_least(name, getattr(self, name), 1)
-        if self.method == "packnet" and self.population != 1:
-            raise ValueError(
-                f"method='packnet' trains one network per task with its fixed ratio, but population={self.population}: "
-                f"set population=1"
-            )
-        if self.method == "avalanche_packnet" and self.finetune_epochs < 1:
-            raise ValueError("method='avalanche_packnet' prunes before its post-prune epochs: finetune_epochs must be >= 1")
-        if self.method == "avalanche_packnet" and self.weight_decay > 0:
-            # avalanche adds weight decay after its gradient mask: frozen weights would shrink.
-            raise ValueError(f"method='avalanche_packnet' needs weight_decay=0 (got {self.weight_decay}): it would move frozen weights")
-        if self.method == "packnet" and self.quantizer != "none":
-            raise ValueError(
-                f"method='packnet' keeps float32 weights, but quantizer={self.quantizer!r}: set quantizer='none' "
-                f"(Ada-QPacknet with one fixed ratio and quantisation is method='ada_qpacknet', population=1, r_min=r_max)"
-            )
+        if method.check is not None:
+            method.check(self)
 
     @property
     def label(self) -> str:
-        """Name of the method in results and tables: Ada-QPacknet's float variant is one of its own."""
-        if self.method in ("ada_qpacknet", "packnet"):
-            budget = "_budget" if self.capacity_rule == "budget" else ""
-            isolated = "" if self.reuse_frozen else "_no_reuse"
-            # One candidate: no search, and as many gradient steps per task as every other method.
-            single = "_p1" if self.method == "ada_qpacknet" and self.population == 1 else ""
-            stored = "_float" if self.method == "ada_qpacknet" and self.quantizer == "none" else ""
-            return f"{self.method}{budget}{isolated}{single}{stored}"
-        if self.heads == "single":
-            return f"{self.method}_single_head"
-        return self.method
+        """Name of the run's variant in results and tables (``methods.label``)."""
+        return methods.label(self)
 
     @property
     def epochs_per_task(self) -> int:

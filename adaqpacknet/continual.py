@@ -98,6 +98,9 @@ class ContinualLearner(ABC):
 
     # False for a method that learns every task at once: one row of accuracies, no BWT/forgetting.
     sequential = True
+    # False for a method whose state between tasks lives outside the checkpoint (avalanche's
+    # strategies): an interrupted run starts over rather than resume without it.
+    resumes_mid_run = True
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
         self.config = config
@@ -133,7 +136,7 @@ class ContinualLearner(ABC):
     @property
     def holds_cycles(self) -> bool:
         """Whether this learner sits in reference cycles that hold large tensors, freed only by the
-        cyclic garbage collector (``experiments.run_configs`` collects after such a learner)."""
+        cyclic garbage collector (``runs.run_configs`` collects after such a learner)."""
         return False
 
     def begin_task(self, index: int) -> int:
@@ -199,6 +202,20 @@ class ContinualLearner(ABC):
         Writes ``results.json`` (atomically) in ``out_dir`` and returns the same dictionary.
         """
         start_task = 0 if out_dir is None else self.resume(out_dir)
+        self.learn_from(start_task, out_dir)
+        results = self.results()
+        if out_dir is not None:
+            results_path = Path(out_dir) / "results.json"
+            if start_task == self.scenario.num_tasks:
+                if _same_json(results_path, results):
+                    return results  # nothing to write: the file's modification time stays as it was
+                # A kill between the last checkpoint and the results may have left the outputs stale.
+                self.write_outputs(Path(out_dir))
+            write_json(results_path, results)
+        return results
+
+    def learn_from(self, start_task: int, out_dir: str | Path | None) -> None:
+        """Learn tasks ``start_task`` onwards in order, each re-measured and checkpointed (``run``)."""
         for index in range(start_task, self.scenario.num_tasks):
             self.learn_task(index)
             self.acc_matrix.append(self.evaluate_seen())
@@ -210,16 +227,6 @@ class ContinualLearner(ABC):
             if out_dir is not None:
                 self.save_checkpoint(out_dir)
                 self.write_outputs(Path(out_dir))
-        results = self.results()
-        if out_dir is not None:
-            results_path = Path(out_dir) / "results.json"
-            if start_task == self.scenario.num_tasks:
-                if _same_json(results_path, results):
-                    return results  # nothing to write: the file's modification time stays as it was
-                # A kill between the last checkpoint and the results may have left the outputs stale.
-                self.write_outputs(Path(out_dir))
-            write_json(results_path, results)
-        return results
 
     def evaluate_seen(self) -> list[float]:
         """Test accuracy (percent) of every learned task, each under its own view."""
@@ -328,6 +335,9 @@ class ContinualLearner(ABC):
         self.acc_matrix = state["acc_matrix"]
         self.per_task = state["per_task"]
         done = int(state["tasks_done"])
+        if not self.resumes_mid_run and 0 < done < self.scenario.num_tasks:
+            print(f"{directory}: {type(self).__name__} cannot resume mid-run (its state outside the network is not saved); starting over", flush=True)
+            return 0
         # The results describe the process that trained the first task; each process that trained
         # more tasks is listed. Loading a finished run (a notebook reading the run cache) is a read,
         # not a resumption: the results stay byte-identical, so a workflow engine sees them unchanged.

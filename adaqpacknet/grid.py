@@ -2,7 +2,7 @@
 
 A profile is a folder of parameter files, one per notebook (``notebooks/params/<profile>/<nb>.yaml``).
 Each experiment notebook turns its parameters (the notebook's defaults, overridden by the file)
-into runs, and a run's folder is named by its config (``experiments.run_dir``). This module makes
+into runs, and a run's folder is named by its config (``runs.run_dir``). This module makes
 the same configs from the same parameters, so that a workflow engine (``workflow/Snakefile``) can
 train every run in independent jobs, in parallel or on a cluster, before the notebooks execute:
 the notebooks then find their runs finished in the run cache, and only aggregate, tabulate and
@@ -27,16 +27,17 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from . import experiments
+from . import experiments, methods, runs
 from .ablations import sparsity_configs
-from .config import AVALANCHE_METHODS, Config, field_names
+from .config import Config, field_names
 from .data import SCENARIOS
+from .results import CorruptFileError, code_version, profile_folder, read_json, resolve
 
-NOTEBOOKS_DIR = experiments.resolve("notebooks")
+NOTEBOOKS_DIR = resolve("notebooks")
 PARAMS_ROOT = "notebooks/params"
 REPORT_PREFIX = "9"  # 90_tables, 91_figures: they read every experiment notebook's results
 
@@ -87,7 +88,7 @@ class Plan:
     def batches(self) -> dict[str, tuple[str, ...]]:
         """Batch id -> the ids of the runs one process trains in sequence, in plan order.
 
-        One batch per scenario's data (``experiments.data_key``: the runs share one built Scenario) and family
+        One batch per scenario's data (``runs.data_key``: the runs share one built Scenario) and family
         (``family``: the classic strategies share their float copies of its training images too),
         split round-robin into near-equal batches of at most ``MAX_BATCH_RUNS`` runs, and as many more
         as keep a batch near ``MAX_BATCH_MINUTES`` of estimated cluster time, when larger. The ids
@@ -96,7 +97,7 @@ class Plan:
         """
         groups: dict[tuple, list[str]] = {}
         for run_id, run in self.runs.items():
-            groups.setdefault((experiments.data_key(run.config), family(run.config)), []).append(run_id)
+            groups.setdefault((runs.data_key(run.config), family(run.config)), []).append(run_id)
         batches: dict[str, tuple[str, ...]] = {}
         numbered: dict[str, int] = {}
         for (key, kind), ids in groups.items():
@@ -126,14 +127,7 @@ TEST_IMAGES_PER_CLASS = {"mnist": 1000, "fashion_mnist": 1000, "cifar10": 1000, 
 # Milliseconds per gradient step of each protocol network at its protocol batch (10-256) on one
 # current GPU: a planning figure, step launch overhead dominating the small networks.
 STEP_MS = {"mlp": 2.0, "small_conv": 3.0, "alexnet": 4.0, "tinyimagenet_conv": 8.0, "resnet18_reduced": 12.0}
-# A method's cost per step relative to plain training, t = tasks learned before: GEM computes one
-# gradient per earlier task's memory and solves a QP, EWC (separate) adds a penalty per earlier
-# task, A-GEM and replay train on a memory batch too, LwF runs its teacher, SI and WSN track
-# per-weight state. The mean over a run's tasks is taken (t from 0 to T - 1).
-METHOD_STEP_FACTOR: dict[str, Callable[[float], float]] = {
-    "gem": lambda t: 1.0 + 1.0 * t, "ewc": lambda t: 1.0 + 0.15 * t, "agem": lambda t: 2.0, "replay": lambda t: 2.0,
-    "lwf": lambda t: 1.5, "si": lambda t: 1.5, "wsn": lambda t: 1.5,
-}
+# A method's cost per step relative to plain training: its spec's step_factor (methods.SPECS).
 RUNTIME_MARGIN = 3.0  # requested = margin x estimate + RUNTIME_FLOOR_MIN: a slow node or a busy file system
 RUNTIME_FLOOR_MIN = 10
 RETRIES = 2  # the SLURM profile's `retries`: each new attempt asks for attempt x the runtime and memory
@@ -142,7 +136,7 @@ RETRIES = 2  # the SLURM profile's `retries`: each new attempt asks for attempt 
 def run_resources(config: Config) -> dict[str, int]:
     """SLURM resources one run of ``config`` asks for: ``runtime`` (minutes, sbatch -t) and ``mem_mb``
     (sbatch --mem), estimated from the run's gradient steps, its network and method (``STEP_MS``,
-    ``METHOD_STEP_FACTOR``) and the bytes of its data (uint8 images held in memory; a classic
+    ``methods.MethodSpec.step_factor``) and the bytes of its data (uint8 images held in memory; a classic
     strategy's float copies of the training images, 4 bytes a value), with ``RUNTIME_MARGIN``.
     A classic strategy cannot resume mid-run (avalanche keeps its state outside the checkpoint): its
     runtime covers the whole run, as every run's does. Estimates, not measurements: a cluster user
@@ -156,13 +150,14 @@ def run_resources(config: Config) -> dict[str, int]:
     per_task = [IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources[:tasks]]
     test = [TEST_IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources[:tasks]]
     train = [round(n * (1 - spec.val_fraction)) for n in per_task]
-    passes = config.population if config.method == "ada_qpacknet" else 1  # every candidate trains
-    factor = METHOD_STEP_FACTOR.get(config.method, lambda t: 1.0)
+    method = methods.spec(config.method)
+    passes = config.population if method.searches else 1  # every candidate trains
+    factor = method.step_factor
     step_units = sum(passes * config.epochs_per_task * -(-n // config.batch_size) * factor(t) for t, n in enumerate(train))
     minutes = 1.2 * step_units * STEP_MS[model] / 60_000  # +20%: evaluation after every task
     pixels = channels * height * width
     data_bytes = (sum(per_task) + sum(test)) * pixels
-    if config.method in AVALANCHE_METHODS:
+    if method.classic:
         data_bytes += 4 * sum(train) * pixels
     return {
         "runtime": int(RUNTIME_MARGIN * minutes + RUNTIME_FLOOR_MIN),
@@ -179,12 +174,12 @@ def batch_resources(plan: "Plan", batch: str) -> dict[str, int]:
 
 def family(config: Config) -> str:
     """``"classic"`` for the avalanche strategies (they share float copies of the training images), else ``"other"``."""
-    return "classic" if config.method in AVALANCHE_METHODS else "other"
+    return "classic" if methods.spec(config.method).classic else "other"
 
 
 def runs_root(profile: str) -> Path:
     """Where a profile's runs live: ``runs/<profile>`` under the repository root (as the notebooks have it)."""
-    return experiments.profile_folder("runs", profile)
+    return profile_folder("runs", profile)
 
 
 def notebook_defaults(stem: str) -> dict[str, Any]:
@@ -230,8 +225,8 @@ def _class_incremental(p: dict[str, Any]) -> list[Config]:
     # 14: every method, every seed and single-head grid point, on each scenario with its own settings.
     return [
         config
-        for settings, methods in experiments.per_scenario(run_settings(p), p["scenarios"], p["methods"])
-        for config in experiments.method_configs(methods, p["seeds"], settings, p.get("tune"))
+        for settings, scenario_methods in experiments.per_scenario(run_settings(p), p["scenarios"], p["methods"])
+        for config in experiments.method_configs(scenario_methods, p["seeds"], settings, p.get("tune"))
     ]
 
 
@@ -263,7 +258,7 @@ def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
 
     Raises ValueError naming the profile folder, the parameter file or the bad value.
     """
-    root = experiments.resolve(params_root)
+    root = resolve(params_root)
     params_dir = root / profile
     if not params_dir.is_dir():
         choices = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -283,7 +278,7 @@ def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
             raise ValueError(f"{params_dir / stem}.yaml: {error}") from None
         ids = []
         for config in planned:
-            run_id = experiments.run_dir(config, runs_root(profile)).relative_to(runs_root(profile)).as_posix()
+            run_id = runs.run_dir(config, runs_root(profile)).relative_to(runs_root(profile)).as_posix()
             if run_id not in configs:
                 configs[run_id] = config
                 readers[run_id] = []
@@ -291,8 +286,26 @@ def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
                 readers[run_id].append(stem)
                 ids.append(run_id)
         notebooks[stem] = tuple(ids)
-    runs = {run_id: Run(run_id, configs[run_id], tuple(readers[run_id])) for run_id in configs}
-    return Plan(profile=profile, params_dir=params_dir, notebooks=notebooks, runs=runs)
+    planned = {run_id: Run(run_id, configs[run_id], tuple(readers[run_id])) for run_id in configs}
+    return Plan(profile=profile, params_dir=params_dir, notebooks=notebooks, runs=planned)
+
+
+def stale_runs(plan: Plan) -> dict[str, str]:
+    """Finished runs of ``plan`` that other code trained: run id -> the code version it recorded
+    (``results.code_version``; "not recorded" for runs of an earlier package, "unreadable" for
+    results that cannot be read). Their folders are kept: delete one to retrain it."""
+    current, stale = code_version(), {}
+    for run_id in plan.runs:
+        path = plan.runs_root / run_id / "results.json"
+        if not path.is_file():
+            continue
+        try:
+            recorded = read_json(path)["environment"].get("code_version", "not recorded")
+        except (CorruptFileError, KeyError, TypeError, AttributeError):
+            recorded = "unreadable"
+        if recorded != current:
+            stale[run_id] = str(recorded)
+    return stale
 
 
 def find_batch(profile: str, batch_id: str, params_root: str | Path = PARAMS_ROOT) -> list[Run]:
@@ -309,11 +322,11 @@ def find_batch(profile: str, batch_id: str, params_root: str | Path = PARAMS_ROO
 
 def find_run(profile: str, run_id: str, params_root: str | Path = PARAMS_ROOT) -> Run:
     """The run ``run_id`` of ``profile``; an id the profile does not plan is an error."""
-    runs = plan(profile, params_root).runs
-    if run_id not in runs:
-        shown = ", ".join(list(runs)[:5]) + (" ..." if len(runs) > 5 else "")
+    planned = plan(profile, params_root).runs
+    if run_id not in planned:
+        shown = ", ".join(list(planned)[:5]) + (" ..." if len(planned) > 5 else "")
         raise ValueError(
-            f"profile {profile!r} has no run {run_id!r} ({len(runs)} runs: {shown}); "
+            f"profile {profile!r} has no run {run_id!r} ({len(planned)} runs: {shown}); "
             f"list them with `python -m adaqpacknet runs {profile}`"
         )
-    return runs[run_id]
+    return planned[run_id]

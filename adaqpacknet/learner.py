@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
-from . import metrics
+from . import methods, metrics
 from .config import Config
 from .continual import ContinualLearner, tensor_bytes
 from .data import Scenario, Task
@@ -56,8 +56,7 @@ class AdaQPacknet(ContinualLearner):
     """
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
-        if config.method not in ("ada_qpacknet", "packnet"):
-            raise ValueError(f"AdaQPacknet runs method 'ada_qpacknet' or 'packnet', not {config.method!r}")
+        methods.check_learner(self, config)
         super().__init__(config, scenario)
         self.layer_names = list(prunable_layers(self.model))
         self.codebooks: dict[str, Tensor] = {}  # "task/layer" -> codebook (float32)
@@ -65,6 +64,7 @@ class AdaQPacknet(ContinualLearner):
         # the packed file must reproduce them bit for bit.
         self.probe_logits: dict[int, Tensor] = {}
         self._packed: tuple[int, bytes, dict[str, Any]] | None = None  # (tasks, file, ledger) cache
+        self._open_step: TaskStep | None = None  # the task between start_task and freeze_task
 
     def build_network(self) -> MultiHeadNet:
         model = super().build_network()
@@ -88,8 +88,33 @@ class AdaQPacknet(ContinualLearner):
         self.quantize_task(step)
         return self.freeze_task(step)
 
+    def _advance(self, step: "TaskStep", to: str) -> None:
+        """Move ``step`` to stage ``to``, the step after its own (``TASK_STEPS``), or refuse: a step
+        skipped or repeated would record a task that was never quantised (32 bits, accuracy 0) or
+        change one already frozen."""
+        order = " -> ".join(TASK_STEPS)
+        if step is not self._open_step:
+            state = "is frozen" if step.stage == TASK_STEPS[-1] else "is not this learner's open task"
+            raise RuntimeError(f"{to} on task {step.index + 1}: the task {state}; each task goes {order}")
+        expected = TASK_STEPS[TASK_STEPS.index(step.stage) + 1]
+        if to != expected:
+            raise RuntimeError(f"{to} on task {step.index + 1}: its last step was {step.stage}, so the next is {expected} ({order})")
+        step.stage = to
+        if to == TASK_STEPS[-1]:
+            self._open_step = None
+
     def start_task(self, index: int) -> "TaskStep":
-        """Seed the task's randomness and re-initialise the free weights."""
+        """Seed the task's randomness and re-initialise the free weights: the first of the task's
+        steps (``TASK_STEPS``). Tasks are learned in order, one at a time."""
+        if self._open_step is not None:
+            open_step = self._open_step
+            remaining = TASK_STEPS[TASK_STEPS.index(open_step.stage) + 1 :]
+            raise RuntimeError(f"start_task({index}): task {open_step.index + 1} is open after {open_step.stage}; finish it first ({' -> '.join(remaining)})")
+        if index != len(self.per_task):
+            raise RuntimeError(
+                f"start_task({index}): {len(self.per_task)} tasks are learned, so the next is index {len(self.per_task)} "
+                f"(tasks are learned in order)"
+            )
         seed = self.begin_task(index)  # dropout
         step = TaskStep(
             index=index,
@@ -99,17 +124,19 @@ class AdaQPacknet(ContinualLearner):
             started=time.perf_counter(),
         )
         self._reinitialise(step.free, step.generator)
+        self._open_step = step
         return step
 
     def search_sparsity(self, step: "TaskStep") -> None:
         """Train and prune ``population`` candidates; leave the fittest one's weights in place."""
+        self._advance(step, "search_sparsity")
         cfg, index, owner_id = self.config, step.index, step.index + 1
         search_start = time.perf_counter()
         start_state = trainable_state(self.model, index)
         winner_state = start_state
         for number in range(cfg.population):
             load_trainable_state(self.model, index, start_state)
-            if cfg.method == "packnet":
+            if not methods.spec(cfg.method).searches:  # PackNet: its fixed ratio
                 ratios = {name: cfg.prune_ratio(index) for name in self.layer_names}
             elif cfg.capacity_rule == "budget":
                 ratios = budget_prune_ratios(
@@ -143,6 +170,7 @@ class AdaQPacknet(ContinualLearner):
 
     def quantize_task(self, step: "TaskStep") -> None:
         """Record the float validation accuracy, then run the bit-width search (unless float)."""
+        self._advance(step, "quantize_task")
         quantize_start = time.perf_counter()
         show_training(self.model, step.index + 1, step.keep, self.config.reuse_frozen)
         step.float_accuracy = evaluate(self.model, step.task.val, step.index, self.config.eval_batch_size, self.device)
@@ -151,6 +179,7 @@ class AdaQPacknet(ContinualLearner):
 
     def freeze_task(self, step: "TaskStep") -> dict[str, Any]:
         """The survivors become owned by the task; the pruned weights return to the free pool."""
+        self._advance(step, "freeze_task")
         owner_id, search = step.index + 1, step.bit_search
         assign(self.model, step.keep, owner_id)
         self.probe_logits[step.index] = self.logits(probe_batch(step.task.test), step.index)
@@ -377,9 +406,14 @@ class AdaQPacknet(ContinualLearner):
         }
 
 
+# A task's steps, in order (``AdaQPacknet.learn_task``); ``TaskStep.stage`` is the last one done.
+TASK_STEPS = ("start_task", "search_sparsity", "quantize_task", "freeze_task")
+
+
 @dataclass
 class TaskStep:
-    """A task between ``start_task`` and ``freeze_task``: what each step hands to the next."""
+    """A task between ``start_task`` and ``freeze_task``: what each step hands to the next, and
+    ``stage``, the last step done (``TASK_STEPS``)."""
 
     index: int
     task: Task
@@ -393,6 +427,7 @@ class TaskStep:
     bit_search: BitSearchResult | None = None
     epochs_run: int = 0
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "search_s": 0.0, "quantize_s": 0.0})
+    stage: str = "start_task"
 
 
 def _check_body_parameters(model: nn.Module) -> None:

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 AccuracyMatrix = Sequence[Sequence[float]]
 
 BWT_DEFINITION = "BWT (Lopez-Paz & Ranzato 2017): mean_{j<T} (R[T,j] - R[j,j])"
 FORGETTING_DEFINITION = "Forgetting (Chaudhry et al. 2018): mean_{j<T} (max_{i<T} R[i,j] - R[T,j])"
 ACC_DEFINITION = "ACC: mean_j R[T,j], test accuracy on every task after the last one"
+# The spread of every "mean ± std" in tables and figures: the seeds are a sample of the seeds one
+# could draw, so the sample standard deviation (ddof=1); one seed has none (0).
+SEED_STD_DDOF = 1
+STD_DEFINITION = "mean ± standard deviation over seeds (sample, ddof=1; 0 for one seed), in every table and figure"
+
+
+def std_over_seeds(values: Sequence | np.ndarray, axis: int = 0) -> np.ndarray | float:
+    """The spread over seeds (axis ``axis``) under ``SEED_STD_DDOF``; 0 where there is one seed."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[axis] < 2:
+        return np.zeros_like(values.mean(axis))
+    return values.std(axis, ddof=SEED_STD_DDOF)
 
 
 def _check(matrix: AccuracyMatrix) -> int:

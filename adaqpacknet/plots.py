@@ -7,8 +7,6 @@ directory, which differs between Jupyter, papermill and the command line).
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +15,9 @@ from matplotlib.ticker import MaxNLocator
 import numpy as np
 import seaborn as sns
 
+from .methods import HEADLINE, stores_quantized
+from .metrics import std_over_seeds
+from .results import atomic_path
 from .tables import setting, unique_runs
 
 STYLE = {
@@ -46,14 +47,8 @@ def save(fig: plt.Figure, stem: str | Path) -> list[Path]:
     written = []
     for suffix, metadata in ((".pdf", {"CreationDate": None, "ModDate": None}), (".png", {})):
         path = stem.with_suffix(suffix)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=suffix) as tmp:
             fig.savefig(tmp, format=suffix[1:], metadata=metadata, bbox_inches="tight")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(path)
     return written
 
@@ -156,7 +151,7 @@ def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
         for method, runs in methods.items():
             last = np.array([run["acc_matrix"][-1] for run in runs])
             tasks = np.arange(1, last.shape[1] + 1)
-            ax.errorbar(tasks, last.mean(0), yerr=last.std(0), ms=3, capsize=2, label=method, **styles[method])
+            ax.errorbar(tasks, last.mean(0), yerr=std_over_seeds(last), ms=3, capsize=2, label=method, **styles[method])
         ax.set_title(scenario)
         ax.set_xlabel("task")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -166,7 +161,7 @@ def final_accuracy_per_task(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
     return fig
 
 
-def _first_run(methods: dict[str, list[dict[str, Any]]], prefer: str = "ada_qpacknet") -> dict[str, Any]:
+def _first_run(methods: dict[str, list[dict[str, Any]]], prefer: str = HEADLINE[0]) -> dict[str, Any]:
     """The lowest-seed run of ``prefer``, else of the first owner-map method (they have owners)."""
     owning = {m: runs for m, runs in methods.items() if "bit_widths" in runs[0]}
     runs = owning.get(prefer) or next(iter(owning.values()))
@@ -257,7 +252,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
     # The Ada-QPacknet rows that quantise: the only ones with bit widths and searched prune ratios.
     quantised = {
         m for methods in groups.values() for m, runs in methods.items()
-        if runs[0]["config"]["method"] == "ada_qpacknet" and runs[0]["config"]["quantizer"] != "none"
+        if stores_quantized(runs[0]["config"])
     }
     styles = _method_styles(sorted(quantised))
     groups = {name: methods for name, methods in groups.items() if quantised & set(methods)}
@@ -269,7 +264,7 @@ def bits_and_prune_ratios(notebooks: Iterable[dict[str, Any]]) -> plt.Figure:
             # A per-layer allocation shows as the task's mean width over its layers.
             bits = np.array([[np.mean(list(t["bits"].values())) if isinstance(t["bits"], dict) else t["bits"] for t in run["per_task"]] for run in runs])
             tasks = np.arange(1, bits.shape[1] + 1)
-            ax_bits.errorbar(tasks, bits.mean(0), yerr=bits.std(0), ms=3, capsize=2, label=method, **styles[method])
+            ax_bits.errorbar(tasks, bits.mean(0), yerr=std_over_seeds(bits), ms=3, capsize=2, label=method, **styles[method])
             run = min(runs, key=lambda r: r["seed"])
             for layer, linestyle in zip(run["per_task"][0]["prune_ratios"], itertools.cycle(("-", "--", ":", "-."))):
                 ratios = [t["prune_ratios"][layer] for t in run["per_task"]]
@@ -300,8 +295,8 @@ def accuracy_vs_size(runs_table) -> plt.Figure:
         rows = runs_table[runs_table["setting"] == scenario]
         for method, group in rows.groupby("method", sort=False):
             ax.errorbar(
-                group["size_kib"].mean(), group["acc"].mean(), xerr=group["size_kib"].std(ddof=0),
-                yerr=group["acc"].std(ddof=0), capsize=2, label=method, **{**styles[method], "linestyle": "none"},
+                group["size_kib"].mean(), group["acc"].mean(), xerr=std_over_seeds(group["size_kib"]),
+                yerr=std_over_seeds(group["acc"]), capsize=2, label=method, **{**styles[method], "linestyle": "none"},
             )
         ax.set_xscale("log")
         ax.set_title(scenario)
@@ -331,7 +326,7 @@ def capacity_ablation(notebooks: Iterable[dict[str, Any]], per_task: tuple[str, 
         for variant, group in by_variant.items():
             size = np.array([r["packed_bytes"] / 1024 for r in group])
             acc = np.array([r["acc"] for r in group])
-            ax_size.errorbar(size.mean(), acc.mean(), xerr=size.std(), yerr=acc.std(), capsize=2, linestyle="none",
+            ax_size.errorbar(size.mean(), acc.mean(), xerr=std_over_seeds(size), yerr=std_over_seeds(acc), capsize=2, linestyle="none",
                              color=colours[variant], marker=markers[variant], label=variant)
             if variant not in per_task:
                 continue
@@ -340,8 +335,8 @@ def capacity_ablation(notebooks: Iterable[dict[str, Any]], per_task: tuple[str, 
             share = 100 * owned / group[0]["bits_ledger"]["body_weights"]
             tasks = np.arange(1, final.shape[1] + 1)
             style = {"color": colours[variant], "marker": markers[variant], "ms": 3, "capsize": 2}
-            ax_task.errorbar(tasks, final.mean(0), yerr=final.std(0), **style)
-            ax_cap.errorbar(tasks, share.mean(0), yerr=share.std(0), **style)
+            ax_task.errorbar(tasks, final.mean(0), yerr=std_over_seeds(final), **style)
+            ax_cap.errorbar(tasks, share.mean(0), yerr=std_over_seeds(share), **style)
         ax_task.set_title(name)
         ax_size.set_xlabel("packed file (KiB)")
         ax_size.set_ylabel("ACC (%)")
@@ -382,7 +377,7 @@ def storage(runs_table) -> plt.Figure:
             group = rows[rows["method"] == method]
             for k, (column, label) in enumerate(STORAGE_LAYOUTS.items()):
                 x = m + (k - (len(STORAGE_LAYOUTS) - 1) / 2) * width
-                ax.bar(x, group[column].mean(), width, yerr=group[column].std(ddof=0), color=colors[k], label=label if m == 0 else None)
+                ax.bar(x, group[column].mean(), width, yerr=std_over_seeds(group[column]), color=colors[k], label=label if m == 0 else None)
                 if column == "packed_kib":
                     ax.hlines(group["bound_kib"].mean(), x - width / 2, x + width / 2, color="black", lw=1.2, label="entropy bound" if m == 0 else None)
         # Long method names side by side overlap: slanted, right-aligned under their group.

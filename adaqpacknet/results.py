@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -19,10 +20,12 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save
+
+from .methods import SPECS
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_VERSION = 5  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes; 4: one storage rule, classic validation;
@@ -41,21 +44,33 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write bytes atomically: a temporary file in the same folder, fsynced, then renamed."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """The one way the package writes a file: yields a temporary path beside ``path`` (same folder,
+    same file system) to write to; once the block succeeds it is fsynced, given the permissions the
+    umask allows (mkstemp makes files private; results are for sharing) and renamed over ``path``,
+    so a reader sees the old file or the new one, never half of one. On error it is removed.
+    ``suffix`` keeps a file type for writers that read it from the name (matplotlib)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; results are for sharing
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, payload: bytes) -> None:
+    """Write bytes atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -115,12 +130,12 @@ OWNERSHIP_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "packed_file": str,
     "bits_ledger": dict,
 }
-OWNERSHIP_METHODS = ("ada_qpacknet", "packnet")
 
 
 def check_run_schema(run: dict[str, Any]) -> None:
     """Raise ValueError naming every missing or mistyped key of a run's results."""
-    owner_maps = isinstance(run.get("config"), dict) and run["config"].get("method") in OWNERSHIP_METHODS
+    method = SPECS.get(run["config"].get("method")) if isinstance(run.get("config"), dict) else None
+    owner_maps = method is not None and method.owner_maps
     schema = {**RUN_SCHEMA, **(OWNERSHIP_SCHEMA if owner_maps else {})}
     problems = [f"missing {key!r}" for key in schema if key not in run]
     problems += [
@@ -128,7 +143,7 @@ def check_run_schema(run: dict[str, Any]) -> None:
         for key, kind in schema.items()
         if key in run and not isinstance(run[key], kind)
     ]
-    rows = 1 if run.get("method") == "joint" else run.get("num_tasks")
+    rows = 1 if method is not None and method.one_matrix_row else run.get("num_tasks")
     if run.get("acc_matrix") is not None and len(run["acc_matrix"]) != rows:
         problems.append(f"acc_matrix has {len(run['acc_matrix'])} rows, expected {rows}")
     if problems:
@@ -272,6 +287,29 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Modules that only read finished runs (tables, figures, the results page) or start them (the
+# command line, the grid, GPU slots): an edit there moves no run's numbers, so they are not part of
+# a run's code version.
+READ_ONLY_MODULES = ("__main__.py", "cli.py", "gpu_slots.py", "grid.py", "plots.py", "report.py", "tables.py")
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the library source a run's numbers depend on: every module under adaqpacknet/ but
+    ``READ_ONLY_MODULES``, by path and content. Each run records the version of the process that
+    started it (``environment``); a finished run whose version differs from this one was trained by
+    other code: ``python -m adaqpacknet runs <profile> --stale`` lists them, ``make reproduce``
+    warns, and deleting a run's folder retrains it. Run folders stay keyed by their config alone,
+    so an edit that moves nothing (a comment, a docstring) does not retrain a 58-minute grid."""
+    package = PACKAGE_ROOT / "adaqpacknet"
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        if name not in READ_ONLY_MODULES:
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, hardware and commit: every number in a results file says where it came from."""
     packages = {}
@@ -294,4 +332,24 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
         "packages": packages,
         "git_commit": git_commit(),
+        "code_version": code_version(),
     }
+
+
+# --- where things live: paths from the repository root ---------------------------------------
+
+def resolve(path: str | Path) -> Path:
+    """A path relative to the repository root (notebooks run with another working directory)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PACKAGE_ROOT / path
+
+
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def profile_folder(kind: str, profile: str) -> Path:
+    """``<kind>/<profile>`` under the repository root (runs, results, tables, figures). A profile is
+    a simple name: a notebook's ``profile`` parameter must not lead its outputs anywhere else."""
+    if not isinstance(profile, str) or not PROFILE_NAME.fullmatch(profile):
+        raise ValueError(f"profile={profile!r} is not a profile name: letters, digits, '_', '.', '-' (e.g. 'default')")
+    return resolve(f"{kind}/{profile}")

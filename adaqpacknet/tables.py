@@ -18,11 +18,13 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from . import methods
 from .data.scenarios import SCENARIOS
-from .experiments import at_grid_edge
+from .metrics import SEED_STD_DDOF
 from .models import has_batch_norm
 from .packing import storage_comparison
 from .results import write_text
+from .tuning import at_grid_edge
 
 T1_CAPTION = (
     "T1: task-incremental results, mean ± std over seeds. ACC = mean final test accuracy (%); "
@@ -60,7 +62,6 @@ HEADLINE_CAPTION = (
     "one dense float32 network (body and one head) / size."
 )
 # The rows of the headline table, in this order (those a profile ran).
-HEADLINE_METHODS = ("ada_qpacknet", "ada_qpacknet_budget", "ada_qpacknet_budget_p1", "packnet", "wsn", "independent", "replay")
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
     "mean ± std over tasks and seeds; size = codes + codebooks of the task's weights in KiB."
@@ -79,7 +80,7 @@ SPARSITY_CAPTION = (
 TUNING_CAPTION = (
     "T1c: the regularisation strategies' key hyperparameter (task-incremental, and _single_head: "
     "class-incremental, T4), tried at each value of its grid (factors of the profile's setting, "
-    "experiments.CLASSIC_GRID) on every seed, mean ± std over seeds. val ACC = the final network's "
+    "tuning.CLASSIC_GRID) on every seed, mean ± std over seeds. val ACC = the final network's "
     "mean validation accuracy over the tasks (%), which chooses the value per seed; chosen = seeds that chose "
     "it (T1 and T4 report those runs); edge = the value is an end of the grid, so a choice there may lie "
     "beyond it; test ACC = the same runs' ACC (%), shown, never used to choose. Replay, GEM and A-GEM are not "
@@ -202,15 +203,12 @@ def gradient_steps_per_task(run: dict[str, Any]) -> float:
     return sum(task["epochs_run"] * (n // batch) for task, n in zip(run["per_task"], sizes)) / len(sizes)
 
 
-# Samples a rehearsal strategy keeps over all tasks once every task is learned (per-task memories x tasks).
-MEMORY_FIELDS = {"replay": ("replay_mem_size", False), "gem": ("gem_patterns_per_exp", True), "agem": ("agem_patterns_per_exp", True)}
-
-
 def memory_samples(config: dict[str, Any], num_tasks: int) -> str:
     """Training samples a rehearsal strategy stores after ``num_tasks`` tasks; "n/a" for the others."""
-    if config["method"] not in MEMORY_FIELDS:
+    memory = methods.spec(config["method"]).memory_field
+    if memory is None:
         return "n/a"
-    field, per_task = MEMORY_FIELDS[config["method"]]
+    field, per_task = memory
     return str(config[field] * (num_tasks if per_task else 1))
 
 
@@ -221,10 +219,6 @@ def _tuned(record: dict[str, Any] | None) -> str:
     return ", ".join(f"{v:g}" for v in record["chosen"].values()) + ("*" if record.get("edge") else "")
 
 
-# Methods that retrain after pruning: their epochs read "train + retrain".
-PRUNING_METHODS = ("ada_qpacknet", "packnet", "avalanche_packnet")
-
-
 def _epochs(config: dict[str, Any], grid_points: int = 1) -> str:
     """Training epochs per task as run (``Config.epochs_per_task`` for every method): "3" for plain
     training, "2+1" for train + retrain after pruning, "(2+1)x2" when a sparsity search trains that
@@ -232,13 +226,14 @@ def _epochs(config: dict[str, Any], grid_points: int = 1) -> str:
     grid" for a strategy trained at each of the points of its hyperparameter grid."""
     grid = f", x{grid_points} grid" if grid_points > 1 else ""
     budget = config["epochs"] + config["finetune_epochs"]
-    if config["method"] not in PRUNING_METHODS:
+    method = methods.spec(config["method"])
+    if not method.prunes:  # methods that prune retrain: their epochs read "train+retrain"
         return f"{budget}{grid}"
     if config.get("prune_schedule", "train_prune_retrain") == "train_prune_retrain" and config["finetune_epochs"]:
         per_candidate = f"{config['epochs']}+{config['finetune_epochs']}"
     else:
         per_candidate = str(budget)
-    trainings = config["population"] if config["method"] == "ada_qpacknet" else 1
+    trainings = config["population"] if method.searches else 1
     if trainings > 1 and config.get("search_keep") == "retrain":
         trainings += 1
     return f"({per_candidate})x{trainings}" if trainings > 1 else per_candidate
@@ -262,12 +257,12 @@ def _mean_bits(run: dict[str, Any]) -> float:
 
 
 def mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, int]) -> pd.DataFrame:
-    """``mean ± std`` strings (std over the group, 0 for one run) with the given decimals."""
+    """``mean ± std`` strings (``metrics.STD_DEFINITION``) with the given decimals."""
     grouped = frame.groupby(by, sort=False)
     out = grouped.size().rename("runs").to_frame()
     for column, decimals in columns.items():
         mean = grouped[column].mean()
-        std = grouped[column].std(ddof=1).fillna(0.0)
+        std = grouped[column].std(ddof=SEED_STD_DDOF).fillna(0.0)  # one run: no spread
         # n/a where a method has no such number (a joint run's BWT, a float method's search time).
         out[column] = ["n/a" if math.isnan(m) else f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(mean, std)]
     return out.reset_index()
@@ -288,9 +283,9 @@ def table_t1(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_headline(runs: pd.DataFrame) -> pd.DataFrame:
-    """The README's table: T1's ACC, BWT and size for ``HEADLINE_METHODS``, with the size ratio."""
-    chosen = runs[runs["method"].isin(HEADLINE_METHODS)]
-    chosen = chosen.assign(x_dense=chosen["dense_kib"] / chosen["size_kib"], order=chosen["method"].map(HEADLINE_METHODS.index))
+    """The README's table: T1's ACC, BWT and size for ``methods.HEADLINE``, with the size ratio."""
+    chosen = runs[runs["method"].isin(methods.HEADLINE)]
+    chosen = chosen.assign(x_dense=chosen["dense_kib"] / chosen["size_kib"], order=chosen["method"].map(methods.HEADLINE.index))
     chosen = chosen.sort_values(["scenario", "order"], kind="stable")
     return mean_std(chosen, ["scenario", "tasks", "method"], {"acc": 2, "bwt": 2, "size_kib": 1, "x_dense": 1}).rename(
         columns={"size_kib": "size KiB", "x_dense": "x dense"}

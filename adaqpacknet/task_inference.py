@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from . import metrics
+from . import methods, metrics
 
 if TYPE_CHECKING:
     from .continual import ContinualLearner
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 CRITERIA = ("entropy", "max_softmax", "energy", "calibrated_entropy", "mahalanobis", "supsup", "infomax")
 # Criteria that score a whole test batch assumed to share its task: only "<criterion>@<B>".
 BATCH_ONLY = ("infomax",)
-# Methods whose task t network never changes after task t: their matrix can be measured at the end.
-FROZEN_SUBNETWORK_METHODS = ("ada_qpacknet", "packnet", "wsn", "independent")
 ONE_HEAD = "one_head"  # the "criterion" of a single-head network: its argmax over seen classes
 PER_SAMPLE, PER_BATCH = "per_sample", "per_batch"
 # Temperatures tried when a head is calibrated on its task's validation split (log-spaced, >= 1):
@@ -443,10 +441,11 @@ def evaluate_step(
 def check_class_incremental(method: str, heads: str) -> None:
     """Refuse a method whose class-incremental matrix this module cannot measure exactly: a
     multi-head network that changes after a task (per-task classic strategies, joint training)."""
-    if heads != "single" and method not in FROZEN_SUBNETWORK_METHODS:
+    if heads != "single" and not methods.spec(method).frozen_tasks:
+        frozen = ", ".join(name for name, s in methods.SPECS.items() if s.frozen_tasks)
         raise ValueError(
             f"method={method!r} with heads={heads!r}: class-incremental evaluation needs a method whose sub-networks "
-            f"never change ({', '.join(FROZEN_SUBNETWORK_METHODS)}) or heads='single' (a classic strategy)"
+            f"never change ({frozen}) or heads='single' (a classic strategy)"
         )
 
 

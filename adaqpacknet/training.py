@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,39 @@ class FitReport:
     best_val_accuracy: float = 0.0
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+class EpochKeeper:
+    """The validation schedule of every training loop (``fit``, the classic strategies' plugin,
+    joint training), epoch by epoch: the lr times ``lr_factor`` after ``lr_patience`` epochs without
+    a gain (``ReduceLROnPlateau``), the state of the best validation epoch kept (``snapshot()`` then),
+    and early stopping after ``early_stop_patience`` flat epochs (0: off).
+
+    ``snapshot`` returns what ``restore`` puts back at the end; ``best_state`` starts as the state
+    before the first epoch (``initial``) or None."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr_factor: float, lr_patience: int, early_stop_patience: int,
+                 snapshot: Callable[[], Any], initial: Any = None) -> None:
+        # PyTorch reduces after `patience + 1` flat epochs; the protocol (WSN) after `lr_patience`.
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=lr_factor, patience=lr_patience - 1)
+        self.optimizer, self.early_stop_patience, self.snapshot = optimizer, early_stop_patience, snapshot
+        self.best, self.best_epoch, self.flat, self.epochs = -1.0, 0, 0, 0
+        self.best_state = initial
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def end_epoch(self, val_accuracy: float) -> bool:
+        """Record an epoch's validation accuracy; True when training should stop early."""
+        self.epochs += 1
+        self.scheduler.step(val_accuracy)
+        if val_accuracy > self.best:
+            self.best, self.best_epoch, self.flat = val_accuracy, self.epochs, 0
+            self.best_state = self.snapshot()
+            return False
+        self.flat += 1
+        return bool(self.early_stop_patience) and self.flat >= self.early_stop_patience
 
 
 def assigned_gpus() -> str | None:
@@ -169,16 +203,14 @@ def fit(
     head_module = model.heads[head]
     params = list(weights.values()) + list(head_module.parameters()) + list(extra_params or [])
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    # PyTorch reduces after `patience + 1` flat epochs; the protocol (WSN) after `lr_patience`.
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=settings.lr_factor, patience=settings.lr_patience - 1
-    )
+
+    def snapshot() -> list[Tensor]:
+        return [p.detach().clone() for p in params]
+
+    keeper = EpochKeeper(optimizer, settings.lr_factor, settings.lr_patience, settings.early_stop_patience, snapshot, snapshot())
     loss_fn = nn.CrossEntropyLoss()
     train_on_device = on_device(train_data, device)
     report = FitReport()
-    best_state = [p.detach().clone() for p in params]
-    best_val = -1.0
-    flat_epochs = 0
     for epoch in range(1, epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
@@ -213,13 +245,13 @@ def fit(
             torch.cuda.synchronize(device)  # the steps queued on the GPU are part of the epoch's time
         train_seconds = time.perf_counter() - epoch_start  # the gradient steps alone (benchmarks/)
         val_acc = evaluate(model, val_data, head, settings.eval_batch_size, device)
-        scheduler.step(val_acc)
+        stop = keeper.end_epoch(val_acc)
         row = {
             "epoch": epoch,
             "loss": float(loss_sum) / max(seen, 1),
             "train_accuracy": 100.0 * int(correct) / max(seen, 1),
             "val_accuracy": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": keeper.lr,
             "seconds": time.perf_counter() - epoch_start,
             "train_seconds": train_seconds,
         }
@@ -236,17 +268,12 @@ def fit(
             f"val {val_acc:.2f}% lr {row['lr']:.2e} ({row['seconds']:.1f}s)",
             flush=True,
         )
-        if val_acc > best_val:
-            best_val, report.best_epoch, flat_epochs = val_acc, epoch, 0
-            best_state = [p.detach().clone() for p in params]
-        else:
-            flat_epochs += 1
-            if settings.early_stop_patience and flat_epochs >= settings.early_stop_patience:
-                break
+        if stop:
+            break
     with torch.no_grad():
-        for p, best in zip(params, best_state):
+        for p, best in zip(params, keeper.best_state):
             p.copy_(best)
-    report.best_val_accuracy = best_val
+    report.best_epoch, report.best_val_accuracy = keeper.best_epoch, keeper.best
     report.seconds = time.perf_counter() - start
     return report
 

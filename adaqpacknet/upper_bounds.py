@@ -19,14 +19,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from . import methods
 from .config import Config
 from .continual import ContinualLearner, float32_bytes, task_seed, tensor_bytes
 from .data import Scenario
 from .data.scenarios import copy_to
 from .models import MultiHeadNet, build_model
 from .ownership import prunable_layers
-from .results import write_json
-from .training import DivergedError, evaluate, fit, loader, on_device
+from .training import DivergedError, EpochKeeper, evaluate, fit, loader, on_device
 
 
 class PerTaskNetworks(nn.Module):
@@ -54,8 +54,7 @@ class Independent(ContinualLearner):
     """One network per task, each trained on its task alone."""
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
-        if config.method != "independent":
-            raise ValueError(f"Independent runs method 'independent', not {config.method!r}")
+        methods.check_learner(self, config)
         super().__init__(config, scenario)
 
     def build_network(self) -> PerTaskNetworks:
@@ -132,22 +131,17 @@ class Joint(ContinualLearner):
     sequential = False
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
-        if config.method != "joint":
-            raise ValueError(f"Joint runs method 'joint', not {config.method!r}")
+        methods.check_learner(self, config)
         super().__init__(config, scenario)
 
-    def run(self, out_dir: str | Path | None = None) -> dict[str, Any]:
-        """Train on every task at once (or resume the finished run in ``out_dir``); write results."""
-        done = 0 if out_dir is None else self.resume(out_dir)
-        if not done:
-            self.learn_all()
-            self.acc_matrix = [self.evaluate_all()]
-            if out_dir is not None:
-                self.save_checkpoint(out_dir)
-        results = self.results()
+    def learn_from(self, start_task: int, out_dir: str | Path | None) -> None:
+        """Train on every task at once, unless the run in ``out_dir`` is finished (``run``)."""
+        if start_task == self.scenario.num_tasks:
+            return
+        self.learn_all()
+        self.acc_matrix = [self.evaluate_all()]
         if out_dir is not None:
-            write_json(Path(out_dir) / "results.json", results)
-        return results
+            self.save_checkpoint(out_dir)
 
     def learn_task(self, index: int) -> dict[str, Any]:
         raise ValueError("joint training learns every task at once: call run() (or learn_all())")
@@ -168,9 +162,13 @@ class Joint(ContinualLearner):
         data = TaskLabelled([on_device(t.train, self.device) for t in tasks])
         params = list(self.model.parameters())
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience - 1)
+
+        def snapshot() -> list[Tensor]:
+            return [p.detach().clone() for p in params]
+
+        keeper = EpochKeeper(optimizer, cfg.lr_factor, cfg.lr_patience, cfg.early_stop_patience, snapshot, snapshot())
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
-        best_val, best_state, history, flat_epochs = -1.0, [p.detach().clone() for p in params], [], 0
+        history = []
         for epoch in range(1, cfg.epochs_per_task + 1):
             self.model.train()
             epoch_start = time.perf_counter()
@@ -194,17 +192,13 @@ class Joint(ContinualLearner):
                 )
             val = [evaluate(self.model, t.val, i, cfg.eval_batch_size, self.device) for i, t in enumerate(tasks)]
             mean_val = sum(val) / len(val)
-            scheduler.step(mean_val)
+            stop = keeper.end_epoch(mean_val)  # the schedule and early stopping every other method gets
             history.append({"epoch": epoch, "val_accuracy": mean_val, "seconds": time.perf_counter() - epoch_start})
             print(f"joint epoch {epoch}/{cfg.epochs_per_task}: mean val {mean_val:.2f}% ({history[-1]['seconds']:.1f}s)", flush=True)
-            if mean_val > best_val:
-                best_val, best_state, flat_epochs = mean_val, [p.detach().clone() for p in params], 0
-            else:
-                flat_epochs += 1
-                if cfg.early_stop_patience and flat_epochs >= cfg.early_stop_patience:
-                    break  # the early stopping every other method gets through fit
+            if stop:
+                break
         with torch.no_grad():
-            for p, best in zip(params, best_state):
+            for p, best in zip(params, keeper.best_state):
                 p.copy_(best)
         seconds = time.perf_counter() - started
         self.per_task = [{"task": i + 1, "name": t.name, "classes": list(t.classes), "timings": {}} for i, t in enumerate(tasks)]

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from . import methods
 from .config import Config
 from .continual import ContinualLearner, tensor_bytes
 from .data import Scenario
@@ -86,8 +87,7 @@ class WSN(ContinualLearner):
     """WSN on one scenario (``method="wsn"``): ``run()`` learns every task, writing results."""
 
     def __init__(self, config: Config, scenario: Scenario | None = None) -> None:
-        if config.method != "wsn":
-            raise ValueError(f"WSN runs method 'wsn', not {config.method!r}")
+        methods.check_learner(self, config)
         super().__init__(config, scenario)
 
     def build_network(self) -> MultiHeadNet:

@@ -24,7 +24,7 @@ from common import REPEATS, summary, timed_in_turns, write
 
 from adaqpacknet.config import Config
 from adaqpacknet.continual import scenario_of
-from adaqpacknet.methods import LEARNERS
+from adaqpacknet.methods import learner_for
 from adaqpacknet.models import build_model
 from adaqpacknet.ownership import free_masks, show_training
 from adaqpacknet.training import fit, loader, pick_device
@@ -35,7 +35,7 @@ EPOCHS = 1 + REPEATS  # one warm-up epoch, then the timed ones
 def masked_trainer(config: Config, scenario) -> Callable[[], float]:
     """The learner (PackNet mode) after task 1: one epoch of task 2's free weights per call."""
     packnet = config.replace(method="packnet", quantizer="none", population=1)
-    learner = LEARNERS[packnet.method](packnet, scenario)
+    learner = learner_for(packnet, scenario)
     learner.learn_task(0)
     task = scenario.tasks[1]
     free = free_masks(learner.model)
@@ -92,7 +92,7 @@ def avalanche_epochs(config: Config, scenario) -> list[float]:
 
     # avalanche prunes after `epochs` and then trains `finetune_epochs` more: EPOCHS in all.
     theirs = config.replace(method="avalanche_packnet", epochs=EPOCHS - 1, finetune_epochs=1)
-    learner = LEARNERS[theirs.method](theirs, scenario)
+    learner = learner_for(theirs, scenario)
     learner.learn_task(0)
     timer = EpochTimer()
     learner.strategy.plugins.append(timer)

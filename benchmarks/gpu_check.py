@@ -98,12 +98,12 @@ from adaqpacknet import experiments  # noqa: E402
 from adaqpacknet.config import Config  # noqa: E402
 from adaqpacknet.continual import scenario_of  # noqa: E402
 from adaqpacknet.data.fake import write_fake_datasets  # noqa: E402
-from adaqpacknet.results import OWNERSHIP_METHODS  # noqa: E402
+from adaqpacknet import methods, runs  # noqa: E402
+from adaqpacknet.quantization import QUANTIZERS  # noqa: E402
 
 # Every sub-network method: the guarantees (no forgetting, the packed file) are theirs. The classic
 # strategies need avalanche-lib, which a bare GPU machine does not have; `make reproduce` runs them.
 METHODS = ("ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent")
-ZERO_FORGETTING = (*OWNERSHIP_METHODS, "wsn", "independent")  # Config.method
 SCENARIOS = {  # scenario -> its settings (the protocol network: model auto)
     "permuted_fashion_mnist": dict(batch_size=64),
     "split_cifar100": dict(batch_size=64),
@@ -111,24 +111,25 @@ SCENARIOS = {  # scenario -> its settings (the protocol network: model auto)
 SOURCES = ["fashion_mnist", "cifar100"]  # the fake data the scenarios read
 
 
-def check_runs(device: torch.device, data_root: Path, runs_root: Path) -> list[dict]:
+def check_runs(device: torch.device, data_root: Path, runs_root: Path, quantizer: str = "kmeans") -> list[dict]:
     """Train every (scenario, method) afresh on ``device``; one row per run: method, scenario,
-    device it ran on, BWT, the packed-file check and ok."""
+    device it ran on, BWT, the packed-file check and ok. ``quantizer``: Ada-QPacknet's (the
+    variants without quantisation keep float32 whatever it is)."""
     shutil.rmtree(runs_root, ignore_errors=True)  # train afresh on this device
     rows = []
     for scenario, extra in SCENARIOS.items():
         settings = dict(scenario=scenario, num_tasks=2, epochs=1, finetune_epochs=1, population=2, seed=0,
-                        data_root=str(data_root), device=device.type, progress=False, **extra)
+                        data_root=str(data_root), device=device.type, progress=False, quantizer=quantizer, **extra)
         configs = experiments.method_configs(list(METHODS), [0], settings, {})
-        for config, results in zip(configs, experiments.run_configs(configs, runs_root)):
-            folder = experiments.run_dir(config, runs_root)
+        for config, results in zip(configs, runs.run_configs(configs, runs_root)):
+            folder = runs.run_dir(config, runs_root)
             row = {"scenario": scenario, "method": config.label, "ran_on": results["environment"]["device"],
                    "bwt": results["bwt"], "acc": results["acc"], "packed_check": "n/a"}
             ok = results["environment"]["device"].startswith(device.type)
-            if config.method in ZERO_FORGETTING:
+            if methods.spec(config.method).frozen_tasks:
                 ok &= results["bwt"] == 0.0
-            if config.method in OWNERSHIP_METHODS:
-                report = experiments.verify_packed_run(folder, data_root=str(data_root))
+            if methods.spec(config.method).owner_maps:
+                report = runs.verify_packed_run(folder, data_root=str(data_root))
                 row["packed_check"] = "bit-identical" if report["ok"] else "MISMATCH"
                 ok &= report["ok"]
             row["ok"] = bool(ok)
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per device, after a warm-up")
     parser.add_argument("--out", default="", help="folder of gpu_check.{json,md} (default benchmarks/results/<device>)")
     parser.add_argument("--work", default=str(ROOT / "build" / "gpu-check"), help="folder of the fake data and the runs (emptied of runs first)")
+    parser.add_argument("--quantizer", default="kmeans", choices=QUANTIZERS,
+                        help="Ada-QPacknet's quantizer (k-means runs on the CPU whatever the device: 'linear' makes the CPU test quick)")
     args = parser.parse_args(argv)
     for name in ("per_class", "timing_per_class", "repeats"):
         if getattr(args, name) < 1:
@@ -176,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     check_data, timing_data = work / "data", work / "timing-data"
     write_fake_datasets(check_data, per_class=args.per_class, sources=SOURCES)
     write_fake_datasets(timing_data, per_class=args.timing_per_class, sources=SOURCES)
-    checks = check_runs(device, check_data, work / "runs")
+    checks = check_runs(device, check_data, work / "runs", args.quantizer)
     times = epoch_times(device, timing_data, args.repeats)
     failed = [c for c in checks if not c["ok"]]
     notes = (
         f"{len(checks)} runs ({', '.join(METHODS)} on {' and '.join(SCENARIOS)}; fake data in the real formats, "
-        f"{args.per_class} training images per class, 2 tasks, seed 0) trained in one process on {device.type}: "
+        f"{args.per_class} training images per class, 2 tasks, seed 0, Ada-QPacknet quantised by {args.quantizer}) trained in one process on {device.type}: "
         f"{len(checks) - len(failed)} passed (BWT exactly 0; packed file reloaded on the same device with equal accuracies "
         f"and bit-identical probe logits), {len(failed)} failed. Wheels unpacked from wheelhouse/: "
         f"{', '.join(WHEELS_USED) or 'none (installed)'}. Epoch times below: one epoch of task 2's masked training with "

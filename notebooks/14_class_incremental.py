@@ -42,7 +42,7 @@ scenarios: dict = {
     "permuted_fashion_mnist": {"batch_size": 256},
 }
 # Sub-network methods infer the task; <classic>_single_head trains one head over all classes.
-methods: list = ["ada_qpacknet", "packnet", "wsn", "naive_single_head", "ewc_single_head", "si_single_head", "lwf_single_head", "replay_single_head", "gem_single_head", "agem_single_head"]  # adaqpacknet.experiments.METHODS
+methods: list = ["ada_qpacknet", "packnet", "wsn", "naive_single_head", "ewc_single_head", "si_single_head", "lwf_single_head", "replay_single_head", "gem_single_head", "agem_single_head"]  # adaqpacknet.methods.VARIANTS
 # adaqpacknet.task_inference.CRITERIA, each per sample, or "<criterion>@<B>": once per test batch of B samples of one task
 inference: list = ["entropy", "calibrated_entropy", "supsup", "mahalanobis", "entropy@16", "infomax@16", "mahalanobis@16"]
 seeds: list = [0, 1, 2]
@@ -50,7 +50,7 @@ num_tasks: int = 0  # 0 = the scenario's own number of tasks
 epochs: int = 2  # training epochs of the free weights, per candidate; every other method trains epochs + finetune_epochs
 finetune_epochs: int = 1  # retraining epochs after pruning (counted in every method's epochs per task)
 population: int = 2  # sparsity-search candidates
-tune: dict | None = None  # as in notebooks 10-13: the single-head strategies chosen per seed on validation; None = experiments.CLASSIC_GRID, {} = none
+tune: dict | None = None  # as in notebooks 10-13: the single-head strategies chosen per seed on validation; None = tuning.CLASSIC_GRID, {} = none
 data_root: str = "data"  # relative to the repository root
 overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
 

@@ -3,15 +3,18 @@
 import pytest
 import torch
 
+from adaqpacknet import tuning
 from adaqpacknet.config import parse_override
 from adaqpacknet.config import Config
-from adaqpacknet.experiments import METHODS
+from adaqpacknet.methods import VARIANTS as METHODS
 from adaqpacknet.methods import learner_for
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.results import check_run_schema
 from adaqpacknet.wsn import score_masks, top_count
 
-SMALL = dict(scenario="split_digits", num_tasks=3, epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
+import conftest
+
+SMALL = {**conftest.SMALL, "scenario": "split_digits"}
 
 
 def config(**changes) -> Config:
@@ -171,7 +174,7 @@ def test_the_classic_grid_is_planned_and_chosen_on_validation():
         return {"method": method, "seed": seed, "scenario": "s", "config": {"ewc_lambda": value}, "validation": {"acc": validation}, "acc": test}
 
     runs = [run("naive", 0, 1.0, 50, 50), run("ewc", 0, 1.0, 70, 90), run("ewc", 0, 100.0, 80, 60), run("ewc", 1, 1.0, 75, 70), run("ewc", 1, 100.0, 75, 80)]
-    kept, records = experiments.select_on_validation(runs, {"ewc": {"ewc_lambda": [1, 100]}})
+    kept, records = tuning.select_on_validation(runs, {"ewc": {"ewc_lambda": [1, 100]}})
     # Chosen on validation, never on test; on a tie the earlier point of the grid.
     assert kept == [runs[0], runs[2], runs[3]]
     assert [(r["seed"], r["chosen"]) for r in records] == [(0, {"ewc_lambda": 100.0}), (1, {"ewc_lambda": 1.0})]
@@ -181,8 +184,8 @@ def test_the_classic_grid_is_planned_and_chosen_on_validation():
     single = experiments.method_configs(["ewc_single_head"], [0], settings, tune={"ewc": {"ewc_lambda": [1, 100]}})
     assert [(c.label, c.ewc_lambda) for c in single] == [("ewc_single_head", 1.0), ("ewc_single_head", 100.0)]
     grid = [{"x": 1}, {"x": 2}, {"x": 3}]
-    assert [experiments.at_grid_edge({"x": v}, grid) for v in (1, 2, 3)] == [True, False, True]
-    assert not experiments.at_grid_edge({"x": 3}, [{"x": 3}])  # one value: no edge to speak of
+    assert [tuning.at_grid_edge({"x": v}, grid) for v in (1, 2, 3)] == [True, False, True]
+    assert not tuning.at_grid_edge({"x": 3}, [{"x": 3}])  # one value: no edge to speak of
 
 
 def test_synaptic_intelligence_measures_importance_on_the_cpu():

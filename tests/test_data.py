@@ -542,7 +542,8 @@ def test_no_evaluation_batch_is_dominated_by_one_class(tmp_path):
     # notMNIST is stored letter by letter and a stratified validation split keeps the source order:
     # unshuffled, a batch of 20 would hold two classes, and batch-statistics BatchNorm would
     # normalise each batch by those two classes' statistics.
-    fake.write_fake_datasets(tmp_path, per_class=200, test_per_class=50)
+    # Only 5-datasets' sources: all of them at 200 a class took 15 GB (TinyImageNet's 200 classes).
+    fake.write_fake_datasets(tmp_path, per_class=200, test_per_class=50, sources=SCENARIOS["five_datasets"].sources)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scenario = build_scenario("five_datasets", root=tmp_path)

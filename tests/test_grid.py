@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaqpacknet import experiments, grid
+from adaqpacknet import experiments, grid, runs
 from adaqpacknet.config import Config
-from adaqpacknet.experiments import run_dir
+from adaqpacknet.results import code_version
+from adaqpacknet.runs import run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = sorted(p.name for p in (ROOT / "notebooks" / "params").iterdir())
@@ -45,7 +46,7 @@ def test_batches_hold_every_run_once_grouped_by_data_and_family(profile):
     for batch, ids in batches.items():
         assert 1 <= len(ids) <= grid.MAX_BATCH_RUNS and re.fullmatch(r"\w+", batch), batch  # a rule name's part
         configs = [plan.runs[r].config for r in ids]
-        assert len({experiments.data_key(c) for c in configs}) == 1 and len({grid.family(c) for c in configs}) == 1, batch
+        assert len({runs.data_key(c) for c in configs}) == 1 and len({grid.family(c) for c in configs}) == 1, batch
         assert batch.startswith(f"{configs[0].scenario}_seed{configs[0].seed}_{grid.family(configs[0])}_")
         assert list(ids) == [r for r in plan.runs if r in ids]  # plan order inside a batch
         assert all(plan.batch_of[r] == batch for r in ids)
@@ -54,7 +55,7 @@ def test_batches_hold_every_run_once_grouped_by_data_and_family(profile):
     sizes: dict[tuple, list[int]] = {}
     for ids in batches.values():
         config = plan.runs[ids[0]].config
-        sizes.setdefault((experiments.data_key(config), grid.family(config)), []).append(len(ids))
+        sizes.setdefault((runs.data_key(config), grid.family(config)), []).append(len(ids))
     assert all(max(n) - min(n) <= 1 for n in sizes.values())
 
 
@@ -138,6 +139,17 @@ def test_one_job_trains_exactly_its_run(tmp_path):
 
         learner_for(plan.runs[run_id].config).run(plan.runs_root / run_id)
         assert (results.read_bytes(), results.stat().st_mtime_ns) == before
+        # The run records the code that trained it; a run of other code is named, not retrained.
+        assert grid.stale_runs(plan) == {}
+        recorded = json.loads(results.read_text())
+        assert recorded["environment"]["code_version"] == code_version()
+        recorded["environment"]["code_version"] = "an older library"
+        results.write_text(json.dumps(recorded))
+        assert grid.stale_runs(plan) == {run_id: "an older library"}
+        listed = subprocess.run([sys.executable, "-m", "adaqpacknet", "runs", "tiny", "--params-root", str(root), "--stale"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and listed.stdout == f"{run_id}\tan older library\n", listed.stderr
+        assert "1 finished runs of profile 'tiny' were trained by other code" in listed.stderr
     finally:
         import shutil
 
@@ -234,14 +246,14 @@ def test_run_configs_builds_each_scenario_once_and_keeps_the_configs_order(tmp_p
     # A notebook lists its runs method by method, seed by seed: run_configs goes through them grouped
     # by data (one Scenario built per seed here, not one per run) and returns them in their order.
     built = []
-    real = experiments.scenario_of
-    monkeypatch.setattr(experiments, "scenario_of", lambda config: built.append(config.seed) or real(config))
+    real = runs.scenario_of
+    monkeypatch.setattr(runs, "scenario_of", lambda config: built.append(config.seed) or real(config))
     small = dict(scenario="split_digits", num_tasks=2, epochs=1, finetune_epochs=0, batch_size=32, progress=False, device="cpu")
     configs = [Config.from_dict({**small, "method": method, "seed": seed}) for method in ("naive", "independent") for seed in (0, 1)]
-    results = experiments.run_configs(configs, tmp_path)
+    results = runs.run_configs(configs, tmp_path)
     assert built == [0, 1]
     assert [(r["method"], r["seed"]) for r in results] == [("naive", 0), ("naive", 1), ("independent", 0), ("independent", 1)]
-    assert results == experiments.run_configs(configs, tmp_path)  # loaded again: the same results, in order
+    assert results == runs.run_configs(configs, tmp_path)  # loaded again: the same results, in order
 
 
 def test_cluster_resources_follow_each_runs_steps_method_and_data():
@@ -275,3 +287,25 @@ def test_every_batch_job_asks_for_its_own_resources_and_more_on_a_retry(tmp_path
         job = dry.stdout[dry.stdout.index(f"rule train_{batch}:"):]
         resources = job[job.index("resources:"):].splitlines()[0]
         assert f"mem_mb={asks['mem_mb']}" in resources and f"runtime={asks['runtime']}" in resources, resources
+
+
+def test_the_code_version_follows_the_code_runs_depend_on(tmp_path, monkeypatch):
+    from adaqpacknet import results
+
+    shutil.copytree(ROOT / "adaqpacknet", tmp_path / "adaqpacknet", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(results, "PACKAGE_ROOT", tmp_path)
+
+    def version() -> str:
+        results.code_version.cache_clear()
+        return results.code_version()
+
+    try:
+        first = version()
+        with open(tmp_path / "adaqpacknet" / "tables.py", "a") as handle:
+            handle.write("# tables only read finished runs\n")
+        assert version() == first
+        with open(tmp_path / "adaqpacknet" / "training.py", "a") as handle:
+            handle.write("# any edit of a module runs use\n")
+        assert version() != first
+    finally:
+        results.code_version.cache_clear()

@@ -27,7 +27,7 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
-from adaqpacknet import experiments, packing, results
+from adaqpacknet import experiments, packing, results, runs
 from adaqpacknet.config import Config
 from adaqpacknet.data import clear_source_cache, fake, load_source
 from adaqpacknet.data.scenarios import TaskDataset
@@ -337,7 +337,7 @@ def test_a_second_process_on_a_run_folder_waits_for_the_first(tmp_path, capsys):
 
 
 def test_a_run_removes_what_an_interrupted_write_left(tmp_path):
-    from adaqpacknet.methods import run
+    from adaqpacknet.runs import run
 
     out = tmp_path / "run"
     out.mkdir()
@@ -368,7 +368,7 @@ def test_checkpoints_are_the_same_bytes_in_every_process(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    from adaqpacknet.methods import run
+    from adaqpacknet.runs import run
 
     folder = tmp_path_factory.mktemp("verify") / "run"
     run(Config(scenario="split_digits", num_tasks=2, epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu"), folder)
@@ -387,7 +387,7 @@ def test_verify_packed_opens_only_the_run_folders_own_packed_file(finished_run, 
     folder = _copy_run(finished_run, tmp_path)
     data = json.loads((folder / "results.json").read_text())
     (folder / "results.json").write_text(json.dumps({**data, "packed_file": "/etc/passwd"}))
-    report = experiments.verify_packed_run(folder)
+    report = runs.verify_packed_run(folder)
     assert report["ok"] and report["file"] == str(folder / "packed.safetensors")
 
 
@@ -413,4 +413,4 @@ def test_verify_packed_refuses_a_broken_run_folder(case, finished_run, tmp_path)
     damage, error, message = VERIFY_CASES[case]
     folder = _copy_run(finished_run, tmp_path)
     damage(folder)
-    refused(lambda: experiments.verify_packed_run(folder), error, message)
+    refused(lambda: runs.verify_packed_run(folder), error, message)

@@ -11,11 +11,7 @@ from adaqpacknet.models import HEAD
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.results import CorruptFileError, read_json
 
-SMALL = dict(epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
-
-
-def small_config(**changes) -> Config:
-    return Config.from_dict({"scenario": "permuted_digits", "num_tasks": 3, **SMALL, **changes})
+from conftest import SMALL, small_config
 
 
 def without_timings(results: dict) -> dict:
@@ -284,7 +280,7 @@ def test_budget_rule_shares_capacity_between_the_tasks_and_keeps_the_reserve():
 
 
 def test_without_reuse_a_task_neither_trains_nor_infers_with_earlier_weights(tmp_path):
-    from adaqpacknet.experiments import verify_packed_run
+    from adaqpacknet.runs import verify_packed_run
 
     learner = AdaQPacknet(small_config(num_tasks=2, reuse_frozen=False))
     results = learner.run(tmp_path)
@@ -299,3 +295,27 @@ def test_without_reuse_a_task_neither_trains_nor_infers_with_earlier_weights(tmp
     assert torch.equal(learner.model(x, 1), before)
     # The packed file (written by the run, before the change) knows the view: its networks give the run's accuracies and probe logits exactly.
     assert verify_packed_run(tmp_path)["ok"]
+
+
+def test_the_task_steps_go_in_order_and_refuse_a_skip_or_a_repeat():
+    # The tour's steps are public; each must follow the one before it. Skipping quantize_task used
+    # to freeze a task recorded at 32 bits with validation accuracy 0.0, silently.
+    learner = AdaQPacknet(small_config(num_tasks=2, population=1))
+    with pytest.raises(RuntimeError, match=r"start_task\(1\): 0 tasks are learned, so the next is index 0"):
+        learner.start_task(1)
+    step = learner.start_task(0)
+    with pytest.raises(RuntimeError, match=r"quantize_task on task 1: its last step was start_task, so the next is search_sparsity"):
+        learner.quantize_task(step)
+    with pytest.raises(RuntimeError, match=r"start_task\(0\): task 1 is open after start_task; finish it first \(search_sparsity"):
+        learner.start_task(0)
+    learner.search_sparsity(step)
+    with pytest.raises(RuntimeError, match=r"freeze_task on task 1: its last step was search_sparsity, so the next is quantize_task"):
+        learner.freeze_task(step)
+    with pytest.raises(RuntimeError, match=r"search_sparsity on task 1: its last step was search_sparsity"):
+        learner.search_sparsity(step)
+    learner.quantize_task(step)
+    report = learner.freeze_task(step)
+    assert report["task"] == 1 and report["val_accuracy_float"] > 0 and step.stage == "freeze_task"
+    with pytest.raises(RuntimeError, match=r"freeze_task on task 1: the task is frozen; each task goes start_task -> search_sparsity"):
+        learner.freeze_task(step)
+    assert learner.learn_task(1)["task"] == 2  # the learner goes on as if nothing had been refused

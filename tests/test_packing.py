@@ -16,7 +16,7 @@ from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.packing import PackedFileError, PackedNetwork, entropy_coded_bytes, layout_bytes, probe_batch, storage_comparison
 from adaqpacknet.results import PACKAGE_ROOT
 
-SMALL = dict(num_tasks=3, epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
+from conftest import SMALL
 
 
 def learn(scenario: str, **changes):

@@ -21,7 +21,9 @@ from adaqpacknet.task_inference import (
     supsup_scores,
 )
 
-SMALL = dict(scenario="split_digits", num_tasks=3, epochs=1, finetune_epochs=1, batch_size=32, progress=False, device="cpu")
+import conftest
+
+SMALL = {**conftest.SMALL, "scenario": "split_digits"}
 
 
 def test_pick_task_prefers_low_entropy_and_high_maximum():

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..results import CorruptFileError
+from ..results import CorruptFileError, atomic_path
 
 SOURCES: tuple[str, ...] = (
     "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "notmnist", "tinyimagenet", "digits",
@@ -509,15 +509,12 @@ def _decode_tinyimagenet(folder: Path, wnids: list[str]) -> dict[str, np.ndarray
 
 
 def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz via a temporary file and os.replace, so a crash never leaves a half cache."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    """Write an .npz atomically (``atomic_path``), so a crash never leaves a half cache."""
     try:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a bare name
             np.savez(f, **arrays)
-        os.replace(tmp, path)
     except OSError as err:  # a read-only data folder only costs the cache
         warnings.warn(f"could not write cache {path}: {err}", RuntimeWarning, stacklevel=3)
-        tmp.unlink(missing_ok=True)
 
 
 def _load_digits() -> Source:
