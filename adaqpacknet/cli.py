@@ -2,8 +2,9 @@
 
 ``runs PROFILE`` lists the runs a parameter profile needs and the batch of each (``adaqpacknet.grid``;
 ``--batches`` lists the batches). ``run --profile PROFILE --batch ID`` trains every run of a batch
-in one process, in sequence, each into its own run folder: the command the workflow engine
-(workflow/Snakefile) runs for every job; ``run --profile PROFILE --job ID`` trains exactly one run
+in one process, in sequence, each into its own run folder; ``run --plan FILE --batch ID`` does the
+same from a plan file (``grid.write_plan``): the command the workflow engine (workflow/Snakefile)
+runs for every job, having planned once; ``run --profile PROFILE --job ID`` trains exactly one run
 into its folder. Values of ``key=value`` are parsed by the type of the ``Config`` field they set
 (``none`` for an optional field), so ``lr=1e-3`` is a float and ``download=true`` a bool; an
 unknown key or a bad value fails before any data is loaded.
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "--batch", default=None, help="a batch id from `runs PROFILE --batches`: train its runs in sequence, each into runs/<profile>/<id>"
     )
     run_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
+    run_parser.add_argument("--plan", default=None, help="with --batch: read its runs from this plan file (grid.write_plan) instead of planning --profile")
     runs_parser = sub.add_parser("runs", help="list the runs a parameter profile needs and their batches (one job each)")
     runs_parser.add_argument("profile", help="a profile name: a folder of parameter files under --params-root")
     runs_parser.add_argument("--params-root", default=grid.PARAMS_ROOT, help=f"folder of profile folders (default {grid.PARAMS_ROOT})")
@@ -177,13 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
     if args.batch is not None:
-        if args.job is not None or args.profile is None or args.overrides or args.out:
-            parser.error("run --batch ID needs --profile PROFILE and takes no --job, key=value or --out (the profile sets them)")
+        if args.job is not None or (args.profile is None) == (args.plan is None) or args.overrides or args.out:
+            parser.error("run --batch ID needs --profile PROFILE or --plan FILE (one of them) and takes no --job, key=value or --out")
         try:
-            runs = grid.find_batch(args.profile, args.batch, args.params_root)
-        except ValueError as error:
+            if args.plan is not None:
+                profile, runs = grid.read_batch(args.plan, args.batch)
+            else:
+                profile, runs = args.profile, grid.find_batch(args.profile, args.batch, args.params_root)
+        except ValueError as error:  # CorruptFileError too: it names the plan file
             parser.error(str(error))
-        return run_batch(args.profile, args.batch, runs)
+        return run_batch(profile, args.batch, runs)
     if args.job is not None or args.profile is not None:
         if args.job is None or args.profile is None or args.overrides or args.out:
             parser.error("run --job ID needs --profile PROFILE and takes no key=value or --out (the profile sets both)")

@@ -2,13 +2,18 @@
 
 Every **Decision** of the specification (shared method.md §2) is a field here with the default it
 names, so a user can switch to the alternative from a notebook's parameters cell or the command
-line. Validation happens in ``__post_init__``: a bad value fails before any data is loaded.
+line. Each field declares its type (its annotation) and its rule (``_field``: choices, bounds); both
+are checked when a Config is built, and ``key=value`` parsing reads the same types
+(``field_types``): a bad value fails before any data is loaded. Rules between fields and a
+method's own rules (``methods.MethodSpec.check``) follow in ``__post_init__``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -42,20 +47,31 @@ HEADS = ("per_task", "single")
 MAX_SEED = 2**64 - 1
 
 
+def _field(default: Any, *, choices: tuple[str, ...] | None = None, at_least: int | None = None,
+           within: tuple | None = None, finite: str | None = None, unit: str = "") -> Any:
+    """A Config field with its rule, checked whenever a Config is built (``_validate_fields``):
+    ``choices`` (one of these names), ``at_least`` (an int bound), ``within`` ((low, high, shown[,
+    open_low]): low <= value < high, low < value when open_low, finite), ``finite`` (">" or ">=":
+    a finite number above or from 0; ``unit`` names its unit in the error). None passes every rule
+    (the field's own "not set")."""
+    rule = {"choices": choices, "at_least": at_least, "within": within, "finite": finite, "unit": unit}
+    return dataclasses.field(default=default, metadata={"rule": rule})
+
+
 @dataclass(frozen=True)
 class Config:
     """All settings of one Ada-QPacknet run. Defaults follow shared method.md."""
 
     # --- what to run -------------------------------------------------------------------------
-    method: str = "ada_qpacknet"  # one of METHODS
-    scenario: str = "permuted_fashion_mnist"  # one of SCENARIOS
-    model: str = "auto"  # "auto" = the scenario's protocol network (method.md §3)
+    method: str = _field("ada_qpacknet", choices=METHODS)  # methods.SPECS
+    scenario: str = _field("permuted_fashion_mnist", choices=SCENARIOS)
+    model: str = _field("auto", choices=MODELS)  # "auto" = the scenario's protocol network (method.md §3)
     num_tasks: int | None = None  # None = the scenario's protocol number of tasks
-    seed: int = 0
+    seed: int = _field(0, within=(0, MAX_SEED + 1, f"0..{MAX_SEED}"))
     data_root: str = "data"  # relative paths are taken from the current working directory
     download: bool = False  # let torchvision download (needs internet)
-    val_fraction: float | None = None  # None = protocol: 0.1 permuted/TinyImageNet, 0.05 otherwise
-    class_order: str = "fixed"  # split scenarios: "fixed" (WSN) or "shuffled" by seed
+    val_fraction: float | None = _field(None, within=(0.0, 1.0, "(0, 1)", True))  # None = protocol: 0.1 permuted/TinyImageNet, 0.05 otherwise
+    class_order: str = _field("fixed", choices=CLASS_ORDERS)  # split scenarios: "fixed" (WSN) or "shuffled" by seed
 
     # --- optimisation (method.md §3: Adam, lr 1e-3 halved after 6 epochs without improvement) ---
     # Every method's reported network trains epochs + finetune_epochs epochs per task (the equal
@@ -63,26 +79,26 @@ class Config:
     # weights for ``epochs``, prune, and retrain the survivors for ``finetune_epochs``; every other
     # method (WSN, independent, joint, the classic strategies) trains for the sum. Ada-QPacknet's
     # search trains ``population`` such candidates and keeps one (population=1: equal gradient steps).
-    epochs: int = 5  # training epochs of the free weights, per candidate
-    finetune_epochs: int = 1  # retraining epochs of the survivors after pruning
-    batch_size: int = 10
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
-    lr_patience: int = 6  # epochs without validation improvement before the lr is halved
-    lr_factor: float = 0.5
-    early_stop_patience: int = 0  # 0 = no early stopping; else stop after this many flat epochs
-    eval_batch_size: int = 1000  # batch-statistics BN makes eval depend on it: keep it fixed
+    epochs: int = _field(5, at_least=1)  # training epochs of the free weights, per candidate
+    finetune_epochs: int = _field(1, at_least=0)  # retraining epochs of the survivors after pruning
+    batch_size: int = _field(10, at_least=1)
+    lr: float = _field(1.0e-3, finite=">")
+    weight_decay: float = _field(0.0, finite=">=")
+    lr_patience: int = _field(6, at_least=1)  # epochs without validation improvement before the lr is halved
+    lr_factor: float = _field(0.5, within=(0.0, 1.0, "(0, 1)", True))
+    early_stop_patience: int = _field(0, at_least=0)  # 0 = no early stopping; else stop after this many flat epochs
+    eval_batch_size: int = _field(1000, at_least=1)  # batch-statistics BN makes eval depend on it: keep it fixed
 
     # --- free weights (method.md §2.1) --------------------------------------------------------
-    free_init: str = "layer_default"  # "layer_default" | "uniform" (reference code: U(-1,1)) | "keep"
+    free_init: str = _field("layer_default", choices=FREE_INITS)  # "layer_default" | "uniform" (reference code: U(-1,1)) | "keep"
 
     # --- sparsity search (method.md §2.2-2.3) ---------------------------------------------------
-    population: int = 2  # candidates per task (reference code: 2)
-    r_min: float = 0.4  # per-layer prune ratio drawn from U[r_min, r_max]
-    r_max: float = 0.7
-    fitness_accuracy_weight: float = 0.8  # fitness = w * acc + (1 - w) * pruned fraction
-    search_keep: str = "best"  # "best": keep the winner's weights; "retrain": retrain from scratch
-    prune_schedule: str = "train_prune_retrain"  # or "fixed_mask" (reference-code-faithful)
+    population: int = _field(2, at_least=1)  # candidates per task (reference code: 2)
+    r_min: float = _field(0.4, within=(0.0, 1.0, "[0, 1)"))  # per-layer prune ratio drawn from U[r_min, r_max]
+    r_max: float = _field(0.7, within=(0.0, 1.0, "[0, 1)"))
+    fitness_accuracy_weight: float = _field(0.8, within=(0.0, 1.0 + 1e-12, "[0, 1]"))  # fitness = w * acc + (1 - w) * pruned fraction
+    search_keep: str = _field("best", choices=SEARCH_KEEPS)  # "best": keep the winner's weights; "retrain": retrain from scratch
+    prune_schedule: str = _field("train_prune_retrain", choices=PRUNE_SCHEDULES)  # or "fixed_mask" (reference-code-faithful)
     # How much of its free weights a task may keep (an extension; the paper is "reference"):
     # "reference": ratios ~ U[r_min, r_max] of the free weights, whatever is left and whatever comes
     #   next, so on 10 tasks the first ones take most of the network and the last learn in what is left;
@@ -90,10 +106,10 @@ class Config:
     #   come (pool = free weights - the reserve (1 - capacity_budget) x layer), u ~ U[budget_share_min,
     #   budget_share_max] per layer and candidate; the fitness then weighs accuracy against what the
     #   candidate keeps, as before (pruning.budget_prune_ratios). r_min and r_max are not used.
-    capacity_rule: str = "reference"
-    capacity_budget: float = 1.0  # "budget": share of each layer the whole task sequence may own
-    budget_share_min: float = 0.5
-    budget_share_max: float = 1.5
+    capacity_rule: str = _field("reference", choices=CAPACITY_RULES)
+    capacity_budget: float = _field(1.0, within=(0.0, 1.0 + 1e-12, "(0, 1]", True))  # "budget": share of each layer the whole task sequence may own
+    budget_share_min: float = _field(0.5, finite=">")
+    budget_share_max: float = _field(1.5, finite=">")
     # Reuse of frozen weights (method.md §2, inference: task t's network is every weight of tasks 1..t).
     # False is the ablation: each task trains and infers with its own weights only.
     reuse_frozen: bool = True
@@ -105,56 +121,46 @@ class Config:
     prune_ratios: list | None = None
 
     # --- WSN (method="wsn", Kang et al. 2022) -------------------------------------------------------
-    wsn_capacity: float = 0.5  # c: share of each layer's weights a task's mask selects (top-c% scores)
+    wsn_capacity: float = _field(0.5, within=(0.0, 1.0 + 1e-12, "(0, 1]", True))  # c: share of each layer's weights a task's mask selects (top-c% scores)
 
     # --- classic strategies (avalanche-lib 0.6.0). Defaults: ContinualAI/continual-learning-baselines,
     # experiments/permuted_mnist/*.py (SI: split_mnist, multi-head). Avalanche's EWC importance is the
     # squared minibatch gradient and its SI clips importance, so values from other code do not transfer.
-    ewc_lambda: float = 1.0
-    si_lambda: float = 1.0
-    si_eps: float = 0.1
-    lwf_alpha: float = 1.0
-    lwf_temperature: float = 1.0
-    replay_mem_size: int = 1000  # samples kept over all tasks (split_mnist/online_replay.py)
-    gem_patterns_per_exp: int = 1000  # samples kept per task
-    gem_memory_strength: float = 0.5
-    agem_patterns_per_exp: int = 250
-    agem_sample_size: int = 256  # memory samples per reference gradient
+    ewc_lambda: float = _field(1.0, finite=">=")
+    si_lambda: float = _field(1.0, finite=">=")
+    si_eps: float = _field(0.1, finite=">")
+    lwf_alpha: float = _field(1.0, finite=">=")
+    lwf_temperature: float = _field(1.0, finite=">")
+    replay_mem_size: int = _field(1000, at_least=1)  # samples kept over all tasks (split_mnist/online_replay.py)
+    gem_patterns_per_exp: int = _field(1000, at_least=1)  # samples kept per task
+    gem_memory_strength: float = _field(0.5, finite=">=")
+    agem_patterns_per_exp: int = _field(250, at_least=1)
+    agem_sample_size: int = _field(256, at_least=1)  # memory samples per reference gradient
     # "single" (classic strategies only): one head over all classes, labels made global, no task
     # ids in training or testing; the accuracy matrix is then class-incremental, every seen task's
     # test samples scored over all the classes seen so far.
-    heads: str = "per_task"
+    heads: str = _field("per_task", choices=HEADS)
 
     # --- quantisation (method.md §2.4) ----------------------------------------------------------
-    quantizer: str = "kmeans"  # "kmeans" | "linear" | "linear_symmetric" | "none" (float variant)
-    max_bits: int = 6
-    min_bits: int = 1
-    tolerance: float = 2.0  # percentage points of validation accuracy a bit width may cost
-    bit_allocation: str = "per_task"  # "per_task" (paper) or "per_layer" (hybrid extension)
+    quantizer: str = _field("kmeans", choices=QUANTIZERS)  # "kmeans" | "linear" | "linear_symmetric" | "none" (float variant)
+    max_bits: int = _field(6, within=(1, 9, "1..8"))
+    min_bits: int = _field(1, within=(1, 9, "1..8"))
+    tolerance: float = _field(2.0, finite=">=", unit="percentage points")  # percentage points of validation accuracy a bit width may cost
+    bit_allocation: str = _field("per_task", choices=BIT_ALLOCATIONS)  # "per_task" (paper) or "per_layer" (hybrid extension)
 
     # --- machinery -------------------------------------------------------------------------------
-    device: str = "auto"  # "auto" picks CUDA when available
+    device: str = _field("auto", choices=DEVICES)  # "auto" picks CUDA when available
     # torch's CPU threads for this run. CPU results depend on it (a reduction split over more
     # threads sums in another order), so it is part of the run's config and hash: one thread gives
     # the same numbers on a 2-core laptop and a 64-core node; parallelism comes from running many
     # runs at once (workflow/Snakefile). Raise it for one long interactive run.
-    cpu_threads: int = 1
+    cpu_threads: int = _field(1, at_least=1)
     progress: bool = True  # tqdm bars on a terminal or in Jupyter; a line per epoch is printed regardless
 
     def __post_init__(self) -> None:
-        _check_types(self)
-        _choice("method", self.method, METHODS)
-        _choice("scenario", self.scenario, SCENARIOS)
-        _choice("model", self.model, MODELS)
-        _choice("quantizer", self.quantizer, QUANTIZERS)
-        _choice("bit_allocation", self.bit_allocation, BIT_ALLOCATIONS)
-        _choice("prune_schedule", self.prune_schedule, PRUNE_SCHEDULES)
-        _choice("search_keep", self.search_keep, SEARCH_KEEPS)
-        _choice("capacity_rule", self.capacity_rule, CAPACITY_RULES)
-        _choice("free_init", self.free_init, FREE_INITS)
-        _choice("class_order", self.class_order, CLASS_ORDERS)
-        _choice("device", self.device, DEVICES)
-        _choice("heads", self.heads, HEADS)
+        # Each field's type and its own rule, as declared above (``_field``), in field order; then
+        # the rules between fields and those of the chosen method (``methods.MethodSpec.check``).
+        _validate_fields(self)
         method = methods.spec(self.method)
         if self.heads == "single" and not method.single_head:
             raise ValueError(
@@ -169,7 +175,6 @@ class Config:
                 _in_range("num_tasks", self.num_tasks, 1, spec.num_tasks + 1, f"1..{spec.num_tasks} for {self.scenario}")
             elif method.owner_maps:
                 _in_range("num_tasks", self.num_tasks, 1, MAX_TASKS + 1, f"1..{MAX_TASKS} for {self.scenario} (owner ids of {self.method})")
-        _in_range("seed", self.seed, 0, MAX_SEED + 1, f"0..{MAX_SEED}")
         if self.model != "auto":
             shape = SCENARIO_SPECS[self.scenario].input_shape
             try:
@@ -177,32 +182,10 @@ class Config:
                     build_model(self.model, shape, [SCENARIO_SPECS[self.scenario].classes_per_task])
             except (ValueError, RuntimeError) as error:
                 raise ValueError(f"model={self.model!r} cannot take {self.scenario}'s {shape} inputs ({error})") from None
-        _at_least("epochs", self.epochs, 1)
-        _at_least("finetune_epochs", self.finetune_epochs, 0)
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("eval_batch_size", self.eval_batch_size, 1)
-        _at_least("population", self.population, 1)
-        _at_least("cpu_threads", self.cpu_threads, 1)
-        _at_least("lr_patience", self.lr_patience, 1)
-        _at_least("early_stop_patience", self.early_stop_patience, 0)
-        _in_range("r_min", self.r_min, 0.0, 1.0, "[0, 1)")
-        _in_range("r_max", self.r_max, 0.0, 1.0, "[0, 1)")
         if self.r_min > self.r_max:
             raise ValueError(f"r_min={self.r_min} must not exceed r_max={self.r_max}")
-        _in_range("max_bits", self.max_bits, 1, 9, "1..8")
-        _in_range("min_bits", self.min_bits, 1, 9, "1..8")
         if self.min_bits > self.max_bits:
             raise ValueError(f"min_bits={self.min_bits} must not exceed max_bits={self.max_bits}")
-        if not self.tolerance >= 0 or not math.isfinite(self.tolerance):
-            raise ValueError(f"tolerance={self.tolerance} must be a finite number >= 0 (percentage points)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr={self.lr} must be a finite number > 0")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight_decay={self.weight_decay} must be a finite number >= 0")
-        _in_range("lr_factor", self.lr_factor, 0.0, 1.0, "(0, 1)", open_low=True)
-        _in_range("fitness_accuracy_weight", self.fitness_accuracy_weight, 0.0, 1.0 + 1e-12, "[0, 1]")
-        if self.val_fraction is not None:
-            _in_range("val_fraction", self.val_fraction, 0.0, 1.0, "(0, 1)", open_low=True)
         if self.prune_ratios is not None:
             if not self.prune_ratios:
                 raise ValueError("prune_ratios=[] needs at least one ratio (or None for the default)")
@@ -215,10 +198,6 @@ class Config:
                     f"prune_ratios has {len(self.prune_ratios)} entries for num_tasks={self.num_tasks}: give one "
                     f"ratio for every task or one per task"
                 )
-        _in_range("capacity_budget", self.capacity_budget, 0.0, 1.0 + 1e-12, "(0, 1]", open_low=True)
-        for name in ("budget_share_min", "budget_share_max"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name}={getattr(self, name)} must be a finite number > 0")
         if self.budget_share_min > self.budget_share_max:
             raise ValueError(f"budget_share_min={self.budget_share_min} must not exceed budget_share_max={self.budget_share_max}")
         if self.capacity_rule != "reference" and not method.searches:
@@ -229,15 +208,6 @@ class Config:
         if not self.reuse_frozen and not method.owner_maps:
             owning = ", ".join(name for name, s in methods.SPECS.items() if s.owner_maps)
             raise ValueError(f"reuse_frozen=False is an ablation of the owner-map methods ({owning}), not of {self.method!r}")
-        _in_range("wsn_capacity", self.wsn_capacity, 0.0, 1.0 + 1e-12, "(0, 1]", open_low=True)
-        for name in ("ewc_lambda", "si_lambda", "lwf_alpha", "gem_memory_strength"):
-            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name}={getattr(self, name)} must be a finite number >= 0")
-        for name in ("si_eps", "lwf_temperature"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name}={getattr(self, name)} must be a finite number > 0")
-        for name in ("replay_mem_size", "gem_patterns_per_exp", "agem_patterns_per_exp", "agem_sample_size"):
-            _at_least(name, getattr(self, name), 1)
         if method.check is not None:
             method.check(self)
 
@@ -274,11 +244,27 @@ class Config:
         return Config.from_dict({**self.to_dict(), **changes})
 
 
+# Each field's annotation as a type (the module's annotations are strings: postponed evaluation).
+_HINTS: dict[str, Any] = typing.get_type_hints(Config)
+
+
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config))
 
 
+def field_types(name: str) -> tuple[type, ...]:
+    """The types field ``name`` takes, from its annotation (``int | None`` -> (int, NoneType)); a
+    float field takes an int too. One source for validation (``_validate_fields``) and for
+    ``key=value`` parsing (``parse_override``)."""
+    hint = _HINTS[name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return (*allowed, int) if float in allowed else tuple(allowed)
+
+
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# Each type's reading of a command-line value: a list field takes comma-separated numbers.
+_PARSERS: dict[type, Any] = {int: int, float: float, bool: lambda raw: _BOOLS[raw.lower()], str: str,
+                             list: lambda raw: [float(v) for v in raw.split(",")]}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -290,49 +276,45 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"expected key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    fields = {f.name: str(f.type) for f in dataclasses.fields(Config)}
-    if key not in fields:
-        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(fields)}")
-    kind = fields[key]
-    if kind.endswith("| None") and raw.lower() == "none":
+    if key not in _HINTS:
+        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_HINTS)}")
+    allowed = field_types(key)
+    if type(None) in allowed and raw.lower() == "none":
         return key, None
-    kind = kind.replace(" | None", "")
+    kind = allowed[0]  # the annotation's first type: int | None reads an int
     try:
-        if kind == "int":
-            return key, int(raw)
-        if kind == "float":
-            return key, float(raw)
-        if kind == "bool":
-            return key, _BOOLS[raw.lower()]
-        if kind == "list":
-            return key, [float(v) for v in raw.split(",")]
+        return key, _PARSERS[kind](raw)
     except (ValueError, KeyError):
-        raise ValueError(f"{key}={raw!r} is not a valid {kind}") from None
-    return key, raw
+        raise ValueError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
 
 
 # --- validation helpers ---------------------------------------------------------------------------
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "str": (str,),
-    "int | None": (int, type(None)),
-    "float | None": (int, float, type(None)),
-    "list | None": (list, type(None)),
-}
 
-
-def _check_types(config: Config) -> None:
+def _validate_fields(config: Config) -> None:
     # Parameters arrive from YAML, JSON and papermill, where "1e-3" may be a string and "yes" a
-    # bool: check each field's type so such values fail here, by name, not deep inside training.
+    # bool: each field's type is checked, then its rule, so such values fail here, by name, not
+    # deep inside training.
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        allowed = _TYPES[str(f.type)]
-        is_bool = isinstance(value, bool)
-        if not isinstance(value, allowed) or (is_bool and bool not in allowed):
+        value, allowed = getattr(config, f.name), field_types(f.name)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ValueError(f"{f.name}={value!r} has type {type(value).__name__}; expected {f.type}")
+    for f in dataclasses.fields(config):
+        value, rule = getattr(config, f.name), f.metadata.get("rule")
+        if rule is None or value is None:
+            continue
+        if rule["choices"] is not None:
+            _choice(f.name, value, rule["choices"])
+        if rule["at_least"] is not None:
+            _at_least(f.name, value, rule["at_least"])
+        if rule["within"] is not None:
+            low, high, shown, *open_low = rule["within"]
+            _in_range(f.name, value, low, high, shown, open_low=bool(open_low and open_low[0]))
+        if rule["finite"] is not None:
+            positive = rule["finite"] == ">"
+            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                unit = f" ({rule['unit']})" if rule["unit"] else ""
+                raise ValueError(f"{f.name}={value} must be a finite number {rule['finite']} 0{unit}")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -10,7 +10,8 @@ plot. A notebook asked for a run that no job trained (one this module does not k
 still trains it itself, as it always did.
 
 The engine trains the runs in batches (``Plan.batches``): one process trains a batch's runs in
-sequence (``python -m adaqpacknet run --profile P --batch ID``), each into its own folder as if
+sequence (``python -m adaqpacknet run --plan FILE --batch ID``, the plan written once by
+``write_plan``), each into its own folder as if
 alone, paying the start-up (imports, data, the classic strategies' float copies of the training
 images) once per batch instead of once per run.
 
@@ -23,6 +24,7 @@ the smoke profile's notebooks read are exactly the runs listed here.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,7 +37,7 @@ from . import experiments, methods, runs
 from .ablations import sparsity_configs
 from .config import Config, field_names
 from .data import SCENARIOS
-from .results import CorruptFileError, code_version, profile_folder, read_json, resolve
+from .results import CorruptFileError, code_version, profile_folder, read_json, resolve, write_json
 
 NOTEBOOKS_DIR = resolve("notebooks")
 PARAMS_ROOT = "notebooks/params"
@@ -306,6 +308,43 @@ def stale_runs(plan: Plan) -> dict[str, str]:
         if recorded != current:
             stale[run_id] = str(recorded)
     return stale
+
+
+PLAN_SCHEMA = 1
+
+
+def write_plan(plan: Plan, folder: str | Path) -> Path:
+    """Write ``plan``'s batches (each run's id and full config) to ``<folder>/<profile>-<hash>.json``,
+    atomically, and return the file: the grid plans once (workflow/Snakefile) and each batch job
+    reads its runs from this file (``read_batch``) instead of planning the profile again. Named by
+    its content: two plans of one profile (another params root) never overwrite each other's."""
+    data = {
+        "schema_version": PLAN_SCHEMA, "profile": plan.profile,
+        "batches": {b: [{"id": i, "config": plan.runs[i].config.to_dict()} for i in ids] for b, ids in plan.batches.items()},
+    }
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    path = resolve(folder) / f"{plan.profile}-{digest}.json"
+    if not path.is_file():
+        write_json(path, data)
+    return path
+
+
+def read_batch(path: str | Path, batch_id: str) -> tuple[str, list[Run]]:
+    """The profile and the runs of batch ``batch_id`` from a plan file (``write_plan``), each config
+    validated again; a missing or malformed file, or an unknown batch, is an error naming it."""
+    path = resolve(path)
+    if not path.is_file():
+        raise ValueError(f"no plan file {path}: the workflow writes it (workflow/Snakefile), or use --profile")
+    data = read_json(path)
+    try:
+        if data["schema_version"] != PLAN_SCHEMA:
+            raise CorruptFileError(f"{path} has plan schema {data['schema_version']!r}; this package reads {PLAN_SCHEMA}")
+        profile, batches = data["profile"], data["batches"]
+        if batch_id not in batches:
+            raise ValueError(f"{path} has no batch {batch_id!r} ({len(batches)} batches)")
+        return profile, [Run(entry["id"], Config.from_dict(entry["config"]), ()) for entry in batches[batch_id]]
+    except (KeyError, TypeError) as error:
+        raise CorruptFileError(f"{path} is not a plan file ({type(error).__name__}: {error})") from None
 
 
 def find_batch(profile: str, batch_id: str, params_root: str | Path = PARAMS_ROOT) -> list[Run]:

@@ -3,12 +3,11 @@ seed keeps on validation (never on test)."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .config import Config
+from .config import Config, field_names, field_types
 from .methods import CLASSIC_METHODS, VARIANTS
 
 
@@ -24,9 +23,6 @@ from .methods import CLASSIC_METHODS, VARIANTS
 # memory is a resource budget, fixed and the same for the three (the profiles' overrides), not a
 # hyperparameter to tune upwards. LwF's temperature stays at its setting: one key per strategy.
 NO_TUNING: Mapping[str, dict[str, list]] = MappingProxyType({})  # every strategy at its Config values
-
-
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}  # "int", "float", ... (string annotations)
 
 
 CLASSIC_GRID: dict[str, dict[str, list[float]]] = {
@@ -50,7 +46,7 @@ def tuning_grid(tune: Mapping[str, dict[str, list]] | None, methods: list[str]) 
             raise ValueError(f"tune names {method!r}: only the classic strategies are tuned ({', '.join(CLASSIC_METHODS)})")
         if not isinstance(fields, dict) or not fields or not all(isinstance(v, list) and v for v in fields.values()):
             raise ValueError(f"tune[{method!r}]={fields!r} must map Config fields to non-empty lists of values")
-        unknown = sorted(f for f in fields if _FIELD_TYPES.get(f) not in ("int", "float"))
+        unknown = sorted(f for f in fields if f not in field_names() or field_types(f) not in ((int,), (float, int)))
         if unknown:
             raise ValueError(f"tune[{method!r}] names {unknown}, which are not numeric Config fields")
         bad = [v for values in fields.values() for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
@@ -70,7 +66,7 @@ def at_point(config: Config, point: Mapping[str, float]) -> Config:
 def _scaled(config: Config, field: str, factor: float) -> float:
     """``config``'s ``field`` times ``factor``, rounded where the field is an int (a memory size)."""
     value = getattr(config, field) * factor
-    return round(value) if _FIELD_TYPES[field] == "int" else float(value)
+    return round(value) if field_types(field)[0] is int else float(value)
 
 
 def select_on_validation(runs: list[dict[str, Any]], tune: Mapping[str, dict[str, list]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

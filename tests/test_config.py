@@ -1,9 +1,10 @@
 """Config validation: every bad value fails by name, before any data is loaded."""
 
+import dataclasses
+
 import pytest
 
-from adaqpacknet.config import parse_override
-from adaqpacknet.config import Config
+from adaqpacknet.config import Config, field_names, field_types, parse_override
 
 
 @pytest.mark.parametrize(
@@ -92,3 +93,36 @@ def test_cli_overrides_are_typed_by_field():
 )
 def test_labels_name_every_variant_of_the_owner_map_methods(changes, label):
     assert Config.from_dict(changes).label == label
+
+
+RULED = [f for f in dataclasses.fields(Config) if f.metadata.get("rule")]
+
+
+def _breaking(rule: dict):
+    """A value that the rule refuses."""
+    if rule["choices"] is not None:
+        return "no_such_choice"
+    if rule["at_least"] is not None:
+        return rule["at_least"] - 1
+    if rule["within"] is not None:
+        return rule["within"][1]  # the open upper end
+    return -1.0 if rule["finite"] == ">=" else 0.0
+
+
+@pytest.mark.parametrize("declared", RULED, ids=lambda f: f.name)
+def test_every_declared_rule_refuses_a_bad_value_by_name(declared):
+    # The rules are declared on the fields (config._field): each one must fire, naming its field.
+    bad = _breaking(declared.metadata["rule"])
+    with pytest.raises(ValueError, match=rf"^(unknown {declared.name} 'no_such_choice'|{declared.name}=)"):
+        Config(**{declared.name: bad})
+
+
+def test_key_value_parsing_reads_the_declared_types():
+    for name in field_names():
+        assert field_types(name)[0] in (int, float, bool, str, list), name
+    assert parse_override("val_fraction=0.2") == ("val_fraction", 0.2)
+    assert parse_override("num_tasks=none") == ("num_tasks", None)
+    assert parse_override("reuse_frozen=no") == ("reuse_frozen", False)
+    with pytest.raises(ValueError, match=r"epochs='two' is not a valid int"):
+        parse_override("epochs=two")
+    assert len(RULED) >= 40  # most fields carry a rule; the rest are free (data_root) or checked together

@@ -17,7 +17,7 @@ import yaml
 
 from adaqpacknet import experiments, grid, runs
 from adaqpacknet.config import Config
-from adaqpacknet.results import code_version
+from adaqpacknet.results import CorruptFileError, code_version
 from adaqpacknet.runs import run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,9 +157,10 @@ def test_one_job_trains_exactly_its_run(tmp_path):
 
 
 def test_a_batch_trains_each_run_exactly_as_alone(tmp_path):
-    # Two classic runs on one scenario: alone, each in a process of its own (as `--job`); then as one
-    # batch in one process, where the second reuses the scenario and the float copies of its
-    # training images that the first made. The accuracy matrices must be bit-identical.
+    # Two classic runs on one scenario: alone, each on a scenario of its own (in this process: each
+    # learner builds its data and float copies anew); then as one batch in one process (`--batch`),
+    # where the second reuses the scenario and the float copies of its training images that the
+    # first made. The accuracy matrices must be bit-identical.
     root = write_profile(tmp_path, "batched", {"11_split": {
         "scenario": "split_digits", "methods": ["naive", "ewc"], "tune": {}, "seeds": [0], "num_tasks": 2,
         "epochs": 1, "finetune_epochs": 0, "batch_size": 32,
@@ -167,7 +168,8 @@ def test_a_batch_trains_each_run_exactly_as_alone(tmp_path):
     plan = grid.plan("batched", root)
     ((batch, ids),) = plan.batches.items()
     assert [plan.runs[r].config.method for r in ids] == ["naive", "ewc"]
-    cli = [sys.executable, "-m", "adaqpacknet", "run", "--profile", "batched", "--params-root", str(root)]
+    cli = [sys.executable, "-m", "adaqpacknet", "run"]
+    by_profile = ["--profile", "batched", "--params-root", str(root)]
 
     def train(*args: str) -> str:
         done = subprocess.run([*cli, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -179,10 +181,13 @@ def test_a_batch_trains_each_run_exactly_as_alone(tmp_path):
 
     try:
         for run_id in ids:
-            train("--job", run_id)
+            runs.run(plan.runs[run_id].config, plan.runs_root / run_id)
         alone = results()
         shutil.rmtree(plan.runs_root)
-        train("--batch", batch)
+        # As the workflow runs it: the plan written once, the batch read from it (validated again).
+        plan_file = grid.write_plan(plan, tmp_path / "plans")
+        assert grid.write_plan(plan, tmp_path / "plans") == plan_file and plan_file.name.startswith("batched-")
+        train("--plan", str(plan_file), "--batch", batch)
         together = results()
         for run_id in ids:
             assert together[run_id]["acc_matrix"] == alone[run_id]["acc_matrix"], run_id
@@ -191,7 +196,7 @@ def test_a_batch_trains_each_run_exactly_as_alone(tmp_path):
         # first): every run loads its final checkpoint and writes the same results, nothing trains.
         for run_id in ids:
             (plan.runs_root / run_id / "results.json").unlink()
-        log = train("--batch", batch)
+        log = train(*by_profile, "--batch", batch)
         assert log.count("loaded finished run") == len(ids) and "trained in" not in log
         assert results() == together
     finally:
@@ -309,3 +314,25 @@ def test_the_code_version_follows_the_code_runs_depend_on(tmp_path, monkeypatch)
         assert version() != first
     finally:
         results.code_version.cache_clear()
+
+
+def test_a_plan_file_that_cannot_be_trusted_is_refused_by_name(tmp_path):
+    plan = grid.plan("smoke")
+    path = grid.write_plan(plan, tmp_path)
+    batch = next(iter(plan.batches))
+    profile, found = grid.read_batch(path, batch)
+    assert profile == "smoke" and [r.id for r in found] == list(plan.batches[batch])
+    assert [r.config for r in found] == [plan.runs[i].config for i in plan.batches[batch]]
+    with pytest.raises(ValueError, match=r"has no batch 'nope'"):
+        grid.read_batch(path, "nope")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"schema_version": 1, "profile": "smoke", "batches": {batch: [{"id": "x"}]}}))
+    with pytest.raises(CorruptFileError, match=r"broken.json is not a plan file"):
+        grid.read_batch(broken, batch)
+    changed = json.loads(path.read_text())
+    changed["batches"][batch][0]["config"]["epochs"] = 0
+    broken.write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match=r"epochs=0 must be >= 1"):
+        grid.read_batch(broken, batch)
+    with pytest.raises(ValueError, match=r"no plan file"):
+        grid.read_batch(tmp_path / "missing.json", batch)

@@ -84,15 +84,15 @@ def slurm_cluster():
 
 @pytest.fixture(scope="module")
 def params_root(tmp_path_factory):
-    """A tiny profile: 2 runs (2 methods, 1 seed, 2 tasks, 1 epoch), one experiment notebook, one
-    report (90_tables: three stages of jobs; the figures are drawn in the local engine's smoke test)."""
+    """A tiny profile: 2 runs (2 methods, 1 seed, 2 tasks, 1 epoch) and the experiment notebook that
+    reads them: two stages of jobs, each paying the plugin's status polling (the reports run through
+    the same rule kind as the notebook, and through the local engine in the smoke test)."""
     root = tmp_path_factory.mktemp("params")
     folder = root / PROFILE
     folder.mkdir()
     (folder / "10_permuted.yaml").write_text(
         yaml.safe_dump({"scenario": "permuted_digits", "methods": METHODS, "seeds": [0], "num_tasks": 2, "epochs": 1, "batch_size": 32})
     )
-    (folder / "90_tables.yaml").write_text("{}\n")
     return root
 
 
@@ -112,13 +112,13 @@ def test_grid_runs_through_slurm_and_reruns_nothing(slurm_cluster, params_root, 
         first = snakemake(*args, timeout=480)
         assert first.returncode == 0, first.stdout[-6000:]
 
-        # Every results JSON: the runs (one per method), the experiment notebook, the reports.
+        # Every results JSON: the runs (one per method) and the experiment notebook.
         runs = sorted((ROOT / "runs" / PROFILE / "permuted_digits").glob("*/*-seed0/results.json"))
         assert sorted(p.parent.parent.name for p in runs) == sorted(METHODS), runs
-        for stem in ("10_permuted", "90_tables"):
+        for stem in ("10_permuted",):
             assert (results_root / PROFILE / f"{stem}.json").is_file(), stem
 
-        # Through SLURM: one sbatch submission per job (a train_<batch> per batch, 1 experiment, 1 report); slurmctld
+        # Through SLURM: one sbatch submission per job (a train_<batch> per batch, 1 experiment); slurmctld
         # accepted each and saw it exit 0; each job's log is snakemake's job step inside the allocation.
         submitted = SUBMITTED.findall(first.stdout)
         jobs_by_rule = {}
@@ -127,7 +127,7 @@ def test_grid_runs_through_slurm_and_reruns_nothing(slurm_cluster, params_root, 
             rule = "rule_train" if rule.startswith("rule_train_") else rule
             jobs_by_rule[rule] = jobs_by_rule.get(rule, 0) + 1
         batches = len(grid.plan(PROFILE, params_root).batches)
-        assert jobs_by_rule == {"rule_train": batches, "rule_experiment": 1, "rule_report": 1}, first.stdout[-6000:]
+        assert jobs_by_rule == {"rule_train": batches, "rule_experiment": 1}, first.stdout[-6000:]
         ctld = slurmctld_log()[log_before:]
         for job_id, log in submitted:
             assert f"_slurm_rpc_submit_batch_job: JobId={job_id} " in ctld, f"slurmctld never got job {job_id}"
