@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import grid
+from . import grid, methods
 from .config import Config, parse_override
 from .runs import run, run_configs, verify_packed_run
 from .results import PACKAGE_ROOT, CorruptFileError, code_version
@@ -123,6 +123,19 @@ def summary(results: dict, out_dir: Path) -> dict:
     return shown
 
 
+def list_methods() -> int:
+    """Print the method registry (``methods.SPECS``): each method, its learner, its traits and what
+    it is; then each variant a notebook may name (``methods.VARIANTS``) and its Config changes."""
+    traits = ("owner_maps", "frozen_tasks", "searches", "prunes", "quantizes", "single_head")
+    for name, spec in methods.SPECS.items():
+        shown = ", ".join(t for t in traits if getattr(spec, t)) or "-"
+        print(f"{name}\t{spec.learner.split(':')[1]}\t{spec.family}\t{shown}\t{spec.summary}")
+    print()
+    for name, changes in methods.VARIANTS.items():
+        print(f"{name}\t{json.dumps(dict(changes))}")
+    return 0
+
+
 def run_batch(profile: str, batch_id: str, runs: list[grid.Run]) -> int:
     """Train the runs of a batch (``grid.find_batch``) in this process, in sequence, each into its run
     folder as ``--job`` would (its lock, resumed from its checkpoint: a finished run returns at once);
@@ -157,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_parser.add_argument("--json", action="store_true", help="one JSON record per run, with its full config")
     runs_parser.add_argument("--batches", action="store_true", help="list the batches (one job each) instead: id, number of runs, run ids")
     runs_parser.add_argument("--stale", action="store_true", help="list the finished runs that other library code trained (results.code_version)")
+    sub.add_parser("methods", help="list every method (Config.method), its learner and traits, and the variants notebooks name")
     check_parser = sub.add_parser("check-data", help="check that every scenario of a parameter profile has its data")
     check_parser.add_argument("profile_dir", type=Path, help="a folder of notebook parameter files, e.g. notebooks/params/paper")
     verify_parser = sub.add_parser(
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     verify_parser.add_argument("run_dir", type=Path, help="a run folder holding results.json and packed.safetensors")
     verify_parser.add_argument("--data-root", default=None, help="data folder (default: the repository's data/); nothing is downloaded")
     args = parser.parse_args(argv)
+    if args.command == "methods":
+        return list_methods()
     if args.command == "check-data":
         return check_profile_data(args.profile_dir)
     if args.command == "verify-packed":

@@ -330,14 +330,15 @@ class ContinualLearner(ABC):
                 f"the checkpoint in {directory} was made with a different config (keys {changed}); "
                 f"use another output folder or delete it to start over"
             )
+        done = int(state["tasks_done"])
+        if not self.resumes_mid_run and 0 < done < self.scenario.num_tasks:
+            # Nothing loaded: the learner stays as built, and the run goes as a fresh one would.
+            print(f"{directory}: {type(self).__name__} cannot resume mid-run (its state outside the network is not saved); starting over", flush=True)
+            return 0
         self.load_model_state({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
         self.load_extra_tensors({k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")})
         self.acc_matrix = state["acc_matrix"]
         self.per_task = state["per_task"]
-        done = int(state["tasks_done"])
-        if not self.resumes_mid_run and 0 < done < self.scenario.num_tasks:
-            print(f"{directory}: {type(self).__name__} cannot resume mid-run (its state outside the network is not saved); starting over", flush=True)
-            return 0
         # The results describe the process that trained the first task; each process that trained
         # more tasks is listed. Loading a finished run (a notebook reading the run cache) is a read,
         # not a resumption: the results stay byte-identical, so a workflow engine sees them unchanged.

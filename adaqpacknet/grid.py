@@ -342,8 +342,13 @@ def read_batch(path: str | Path, batch_id: str) -> tuple[str, list[Run]]:
         profile, batches = data["profile"], data["batches"]
         if batch_id not in batches:
             raise ValueError(f"{path} has no batch {batch_id!r} ({len(batches)} batches)")
-        return profile, [Run(entry["id"], Config.from_dict(entry["config"]), ()) for entry in batches[batch_id]]
-    except (KeyError, TypeError) as error:
+        found = [Run(entry["id"], Config.from_dict(entry["config"]), ()) for entry in batches[batch_id]]
+        root = runs_root(profile)
+        for run in found:  # a run trains into the folder its config names, whatever the file says
+            if runs.run_dir(run.config, root).relative_to(root).as_posix() != run.id:
+                raise CorruptFileError(f"{path}: run {run.id!r} does not name its config's folder")
+        return profile, found
+    except (KeyError, TypeError, AttributeError) as error:
         raise CorruptFileError(f"{path} is not a plan file ({type(error).__name__}: {error})") from None
 
 

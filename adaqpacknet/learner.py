@@ -105,8 +105,10 @@ class AdaQPacknet(ContinualLearner):
 
     def start_task(self, index: int) -> "TaskStep":
         """Seed the task's randomness and re-initialise the free weights: the first of the task's
-        steps (``TASK_STEPS``). Tasks are learned in order, one at a time."""
-        if self._open_step is not None:
+        steps (``TASK_STEPS``). Tasks are learned in order, one at a time; the open task may start
+        again (a step that failed or was interrupted leaves it open): its free weights are drawn anew,
+        its head keeps what the abandoned step trained."""
+        if self._open_step is not None and self._open_step.index != index:
             open_step = self._open_step
             remaining = TASK_STEPS[TASK_STEPS.index(open_step.stage) + 1 :]
             raise RuntimeError(f"start_task({index}): task {open_step.index + 1} is open after {open_step.stage}; finish it first ({' -> '.join(remaining)})")

@@ -10,7 +10,8 @@ Two kinds of name, both defined here and nowhere else:
   (``label``) names its variant in results, tables and figures.
 
 Everything else in the package (Config validation, the learners, the grid, tables, figures, task
-inference) asks a spec (``spec(name)``, ``spec_of_run(run)``) instead of comparing names. A learner is
+inference) asks a spec (``spec(name)``) instead of comparing names; ``python -m adaqpacknet methods``
+prints the registry. A learner is
 named as ``"module:Class"`` and imported on use: the learners import Config, which reads this module.
 """
 
@@ -37,14 +38,17 @@ class MethodSpec:
     name: str
     learner: str  # "module:Class" under adaqpacknet, imported on use (``learner_class``)
     family: str  # "subnetwork" (a sub-network per task), "bound" (independent, joint), "classic" (avalanche-lib)
-    summary: str  # one line for the docs and error messages
-    owner_maps: bool = False  # an owner id per body weight: a packed file, at most MAX_TASKS tasks, reuse_frozen
-    frozen_tasks: bool = False  # a learned task's weights never change: BWT exactly 0, task inference applies
+    summary: str  # one line (``python -m adaqpacknet methods``)
+    # The package's owner maps (ownership.py): an owner id per body weight, a packed file, at most
+    # MAX_TASKS tasks, the reuse_frozen ablation. (avalanche_packnet keeps avalanche's own.)
+    owner_maps: bool = False
+    # A learned task's sub-network never changes and the package can run it alone: BWT exactly 0,
+    # task inference (task_inference.py) applies.
+    frozen_tasks: bool = False
     searches: bool = False  # a sparsity search: ``population`` candidates train per task, capacity_rule applies
     prunes: bool = False  # magnitude pruning then retraining: epochs read "train+retrain"
     quantizes: bool = False  # stores quantised weights unless quantizer="none"
     single_head: bool = False  # may train one head over every class (heads="single"): class-incremental
-    one_matrix_row: bool = False  # trained on every task at once: its accuracy matrix has one row (joint)
     # (Config field, counted per task) of a rehearsal strategy's memory, for T3's "memory" column.
     memory_field: tuple[str, bool] | None = None
     # Cost per gradient step relative to plain training, t = tasks learned before (grid.run_resources).
@@ -101,8 +105,7 @@ _SPECS = (
                frozen_tasks=True, step_factor=lambda t: 1.5),
     MethodSpec("independent", "adaqpacknet.upper_bounds:Independent", "bound", "one network per task (upper bound)",
                frozen_tasks=True),
-    MethodSpec("joint", "adaqpacknet.upper_bounds:Joint", "bound", "one network trained on every task at once (upper bound)",
-               one_matrix_row=True),
+    MethodSpec("joint", "adaqpacknet.upper_bounds:Joint", "bound", "one network trained on every task at once (upper bound)"),
     _classic("naive", "fine-tuning, nothing kept (lower bound)"),
     _classic("ewc", "EWC (separate mode)", step_factor=lambda t: 1.0 + 0.15 * t),
     _classic("si", "Synaptic Intelligence", step_factor=lambda t: 1.5),
@@ -128,11 +131,6 @@ def spec(method: str) -> MethodSpec:
     return SPECS[method]
 
 
-def spec_of_run(run: Mapping[str, Any]) -> MethodSpec:
-    """The spec of a run's results (or a class-incremental record): by its config's method."""
-    return spec(run["config"]["method"])
-
-
 def learner_class(method: str) -> type[ContinualLearner]:
     """The learner class that runs ``method``."""
     module, name = spec(method).learner.split(":")
@@ -140,10 +138,13 @@ def learner_class(method: str) -> type[ContinualLearner]:
 
 
 def check_learner(learner: ContinualLearner, config: Config) -> None:
-    """Refuse to build ``learner`` for a config whose method another learner runs."""
-    if spec(config.method).learner.split(":")[1] != type(learner).__name__:
-        runs = [name for name, s in SPECS.items() if s.learner.split(":")[1] == type(learner).__name__]
-        raise ValueError(f"{type(learner).__name__} runs method {' or '.join(map(repr, runs))}, not {config.method!r}")
+    """Refuse to build ``learner`` for a config whose method another learner runs (a subclass of a
+    registered learner counts as it: the first registered class in its MRO)."""
+    registered = {s.learner.split(":")[1] for s in SPECS.values()}
+    own = next((cls.__name__ for cls in type(learner).__mro__ if cls.__name__ in registered), type(learner).__name__)
+    if spec(config.method).learner.split(":")[1] != own:
+        served = [name for name, s in SPECS.items() if s.learner.split(":")[1] == own]
+        raise ValueError(f"{own} runs method {' or '.join(map(repr, served)) or 'none of the registry'}, not {config.method!r}")
 
 
 def learner_for(config: Config, scenario: Scenario | None = None) -> ContinualLearner:

@@ -19,7 +19,7 @@ ACC_DEFINITION = "ACC: mean_j R[T,j], test accuracy on every task after the last
 # The spread of every "mean ± std" in tables and figures: the seeds are a sample of the seeds one
 # could draw, so the sample standard deviation (ddof=1); one seed has none (0).
 SEED_STD_DDOF = 1
-STD_DEFINITION = "mean ± standard deviation over seeds (sample, ddof=1; 0 for one seed), in every table and figure"
+STD_DEFINITION = "mean ± sample standard deviation (ddof=1; 0 for a single value) over seeds, or over what a caption names (T2: tasks and seeds), in every table and figure"
 
 
 def std_over_seeds(values: Sequence | np.ndarray, axis: int = 0) -> np.ndarray | float:

@@ -134,8 +134,8 @@ OWNERSHIP_SCHEMA: dict[str, type | tuple[type, ...]] = {
 
 def check_run_schema(run: dict[str, Any]) -> None:
     """Raise ValueError naming every missing or mistyped key of a run's results."""
-    method = SPECS.get(run["config"].get("method")) if isinstance(run.get("config"), dict) else None
-    owner_maps = method is not None and method.owner_maps
+    method = run["config"].get("method") if isinstance(run.get("config"), dict) else None
+    owner_maps = isinstance(method, str) and method in SPECS and SPECS[method].owner_maps
     schema = {**RUN_SCHEMA, **(OWNERSHIP_SCHEMA if owner_maps else {})}
     problems = [f"missing {key!r}" for key in schema if key not in run]
     problems += [
@@ -143,7 +143,7 @@ def check_run_schema(run: dict[str, Any]) -> None:
         for key, kind in schema.items()
         if key in run and not isinstance(run[key], kind)
     ]
-    rows = 1 if method is not None and method.one_matrix_row else run.get("num_tasks")
+    rows = 1 if run.get("sequential") is False else run.get("num_tasks")  # joint: one row, all tasks at once
     if run.get("acc_matrix") is not None and len(run["acc_matrix"]) != rows:
         problems.append(f"acc_matrix has {len(run['acc_matrix'])} rows, expected {rows}")
     if problems:

@@ -61,7 +61,6 @@ HEADLINE_CAPTION = (
     "ACC = mean final test accuracy (%); BWT in pp; size = storage in KiB by T1's one rule; x dense = "
     "one dense float32 network (body and one head) / size."
 )
-# The rows of the headline table, in this order (those a profile ran).
 T2_CAPTION = (
     "T2: each task's float sub-network quantised alone (earlier tasks in float), test accuracy (%) "
     "mean ± std over tasks and seeds; size = codes + codebooks of the task's weights in KiB."

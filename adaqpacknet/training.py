@@ -245,6 +245,7 @@ def fit(
             torch.cuda.synchronize(device)  # the steps queued on the GPU are part of the epoch's time
         train_seconds = time.perf_counter() - epoch_start  # the gradient steps alone (benchmarks/)
         val_acc = evaluate(model, val_data, head, settings.eval_batch_size, device)
+        seconds = time.perf_counter() - epoch_start  # before the keeper copies the best state
         stop = keeper.end_epoch(val_acc)
         row = {
             "epoch": epoch,
@@ -252,7 +253,7 @@ def fit(
             "train_accuracy": 100.0 * int(correct) / max(seen, 1),
             "val_accuracy": val_acc,
             "lr": keeper.lr,
-            "seconds": time.perf_counter() - epoch_start,
+            "seconds": seconds,
             "train_seconds": train_seconds,
         }
         if not math.isfinite(row["loss"]):

@@ -6,7 +6,7 @@ that `make wheelhouse` collects into wheelhouse/ where a package registry is rea
 carry the folder to the machine). No engine (Snakemake, papermill, Jupyter), no avalanche-lib, no
 download, no apt: the runs train in this process, on fake data in the real on-disk formats.
 
-1. Trains the check's runs on the device: every sub-network method (``METHODS``) on permuted
+1. Trains the check's runs on the device: every sub-network method (``VARIANTS``) on permuted
    Fashion-MNIST (MLP) and on split CIFAR-100 (AlexNet-like, the paper's network), 2 tasks, seed 0.
 2. Every run: BWT exactly 0 (no forgetting); for the owner-map methods the packed file reloaded on
    the device gives test accuracies equal to the run's and probe logits bit-identical to those
@@ -103,7 +103,7 @@ from adaqpacknet.quantization import QUANTIZERS  # noqa: E402
 
 # Every sub-network method: the guarantees (no forgetting, the packed file) are theirs. The classic
 # strategies need avalanche-lib, which a bare GPU machine does not have; `make reproduce` runs them.
-METHODS = ("ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent")
+VARIANTS = ("ada_qpacknet", "ada_qpacknet_float", "packnet", "wsn", "independent")
 SCENARIOS = {  # scenario -> its settings (the protocol network: model auto)
     "permuted_fashion_mnist": dict(batch_size=64),
     "split_cifar100": dict(batch_size=64),
@@ -120,7 +120,7 @@ def check_runs(device: torch.device, data_root: Path, runs_root: Path, quantizer
     for scenario, extra in SCENARIOS.items():
         settings = dict(scenario=scenario, num_tasks=2, epochs=1, finetune_epochs=1, population=2, seed=0,
                         data_root=str(data_root), device=device.type, progress=False, quantizer=quantizer, **extra)
-        configs = experiments.method_configs(list(METHODS), [0], settings, {})
+        configs = experiments.method_configs(list(VARIANTS), [0], settings, {})
         for config, results in zip(configs, runs.run_configs(configs, runs_root)):
             folder = runs.run_dir(config, runs_root)
             row = {"scenario": scenario, "method": config.label, "ran_on": results["environment"]["device"],
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     times = epoch_times(device, timing_data, args.repeats)
     failed = [c for c in checks if not c["ok"]]
     notes = (
-        f"{len(checks)} runs ({', '.join(METHODS)} on {' and '.join(SCENARIOS)}; fake data in the real formats, "
+        f"{len(checks)} runs ({', '.join(VARIANTS)} on {' and '.join(SCENARIOS)}; fake data in the real formats, "
         f"{args.per_class} training images per class, 2 tasks, seed 0, Ada-QPacknet quantised by {args.quantizer}) trained in one process on {device.type}: "
         f"{len(checks) - len(failed)} passed (BWT exactly 0; packed file reloaded on the same device with equal accuracies "
         f"and bit-identical probe logits), {len(failed)} failed. Wheels unpacked from wheelhouse/: "

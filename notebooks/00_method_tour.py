@@ -42,6 +42,7 @@ import torch
 from adaqpacknet import experiments, plots
 from adaqpacknet.learner import AdaQPacknet
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
+from adaqpacknet.results import profile_folder
 
 plots.use_style()
 settings = experiments.settings(
@@ -99,7 +100,7 @@ plots.owner_map_image(owner, layer);
 # network, whose logits equal those recorded at freezing bit for bit.
 
 # %%
-packed_path = learner.write_packed(experiments.profile_folder("runs", profile) / "00_method_tour")
+packed_path = learner.write_packed(profile_folder("runs", profile) / "00_method_tour")
 identical = learner.packed_logits_identical(packed_path)  # loaded on the device that recorded the probes
 _, ledger = learner.pack()
 print(f"{packed_path.name}: {ledger['packed_bytes']} bytes, entropy bound {ledger['entropy_bound_bytes']:.0f} bytes, "

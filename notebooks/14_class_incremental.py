@@ -56,6 +56,7 @@ overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=
 
 # %%
 from adaqpacknet import experiments, plots, tables
+from adaqpacknet.results import profile_folder
 
 settings = experiments.settings(
     overrides, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs, population=population,
@@ -64,7 +65,7 @@ settings = experiments.settings(
 records, tuning = [], []
 for scenario_settings, scenario_methods in experiments.per_scenario(settings, scenarios, methods):
     found, tried = experiments.class_incremental_runs(
-        scenario_methods, seeds, scenario_settings, experiments.profile_folder("runs", profile), inference, tune
+        scenario_methods, seeds, scenario_settings, profile_folder("runs", profile), inference, tune
     )
     records += found
     tuning += tried

@@ -42,6 +42,8 @@ overrides: list = []  # any other Config field as "key=value"
 # %%
 from adaqpacknet import experiments, plots, tables
 from adaqpacknet.ablations import quantization_sweep
+from adaqpacknet.results import profile_folder
+from adaqpacknet.runs import load_learner
 
 settings = experiments.settings(
     overrides, scenario=scenario, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
@@ -49,7 +51,7 @@ settings = experiments.settings(
 )
 runs, sweeps = [], []
 for seed in seeds:
-    learner = experiments.load_learner(experiments.method_config("ada_qpacknet_float", settings, seed), experiments.profile_folder("runs", profile))
+    learner = load_learner(experiments.method_config("ada_qpacknet_float", settings, seed), profile_folder("runs", profile))
     runs.append(learner.results())
     sweeps.append({"setting": tables.setting(runs[-1]), "scenario": scenario, "seed": seed, "rows": quantization_sweep(learner, quantizers, bits)})
 

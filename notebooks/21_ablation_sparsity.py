@@ -57,6 +57,8 @@ overrides: list = []  # any other Config field as "key=value"
 # %%
 from adaqpacknet import experiments, plots, tables
 from adaqpacknet.ablations import sparsity_configs
+from adaqpacknet.results import profile_folder
+from adaqpacknet.runs import run_configs
 
 settings = experiments.settings(
     overrides, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
@@ -65,7 +67,7 @@ settings = experiments.settings(
 configs = sparsity_configs(scenarios, variants, seeds, settings)  # every config checked before any run
 variant_runs = [
     {**run, "variant": name}
-    for (name, _), run in zip(configs, experiments.run_configs([config for _, config in configs], experiments.profile_folder("runs", profile)))
+    for (name, _), run in zip(configs, run_configs([config for _, config in configs], profile_folder("runs", profile)))
 ]
 
 # %%

@@ -30,11 +30,12 @@ readme: str = ""  # a page whose <!-- table:NAME --> blocks get these tables, e.
 
 # %%
 from adaqpacknet import experiments, report, tables
+from adaqpacknet.results import profile_folder, resolve
 
 # Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
 folder = experiments.results_file(results_path, profile, "90_tables").parent
 notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
-out = experiments.profile_folder("tables", profile)
+out = profile_folder("tables", profile)
 runs = tables.runs_frame(notebooks)
 sweep = tables.sweep_frame(notebooks)
 variants = tables.runs_frame(notebooks, section="variants")
@@ -104,7 +105,7 @@ if readme:
 
 # %%
 results = experiments.notebook_results(
-    "90_tables", profile, {}, tables={k: [str(p.relative_to(experiments.resolve("."))) for p in v] for k, v in written.items()},
+    "90_tables", profile, {}, tables={k: [str(p.relative_to(resolve("."))) for p in v] for k, v in written.items()},
     t1=t1.to_dict(orient="records"), t5=t5.to_dict(orient="records"),
 )
 experiments.write_notebook_results(experiments.results_file(results_path, profile, "90_tables"), results);

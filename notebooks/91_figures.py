@@ -26,12 +26,13 @@ progress: bool = True  # unused: no training here (kept so every notebook takes 
 
 # %%
 from adaqpacknet import experiments, plots, tables
+from adaqpacknet.results import profile_folder, resolve
 
 plots.use_style()
 # Read the folder this notebook writes to: results/<profile>/, or wherever results_path points.
 folder = experiments.results_file(results_path, profile, "91_figures").parent
 notebooks = experiments.read_notebook_results(folder, keep=lambda nb: nb["notebook"][:1] != "9")
-out = experiments.profile_folder("figures", profile)
+out = profile_folder("figures", profile)
 sweep = tables.sweep_frame(notebooks)
 runs = tables.runs_frame(notebooks)
 figures = {
@@ -46,7 +47,7 @@ figures = {
 }
 if len(sweep):
     figures["accuracy_vs_bits"] = plots.accuracy_vs_bits(sweep)
-written = {name: [str(p.relative_to(experiments.resolve("."))) for p in plots.save(fig, out / name)] for name, fig in figures.items()}
+written = {name: [str(p.relative_to(resolve("."))) for p in plots.save(fig, out / name)] for name, fig in figures.items()}
 
 # %%
 results = experiments.notebook_results("91_figures", profile, {}, figures=written)

@@ -6,7 +6,7 @@ import torch
 from adaqpacknet import tuning
 from adaqpacknet.config import parse_override
 from adaqpacknet.config import Config
-from adaqpacknet.methods import VARIANTS as METHODS
+from adaqpacknet.methods import VARIANTS
 from adaqpacknet.methods import learner_for
 from adaqpacknet.ownership import owner_maps, prunable_layers, raw_weight
 from adaqpacknet.results import check_run_schema
@@ -87,7 +87,7 @@ def test_every_method_trains_the_same_epochs_per_task():
     # the pruning methods split it into training and retraining, Ada-QPacknet once per candidate.
     budget = {"epochs": 2, "finetune_epochs": 1, "num_tasks": 2}
     for method, candidates in [("wsn", 1), ("independent", 1), ("naive", 1), ("replay", 1), ("ada_qpacknet", 2), ("ada_qpacknet_budget_p1", 1)]:
-        results = learner_for(config(**budget, **METHODS[method])).run()
+        results = learner_for(config(**budget, **VARIANTS[method])).run()
         assert [task["epochs_run"] for task in results["per_task"]] == [3 * candidates] * 2, method
     joint = learner_for(config(**budget, method="joint")).run()
     assert joint["per_task"][-1]["epochs_run"] == 3
@@ -324,3 +324,17 @@ def test_wsn_independent_joint_and_packnet_state_bytes(tmp_path):
     results = kept.run()
     free = sum(int((owner == 0).sum()) for owner in owner_maps(kept.model).values())
     assert free > 0 and results["state_bytes"] == 4 * free
+
+
+def test_a_classic_strategy_interrupted_mid_run_starts_over_as_a_fresh_run(tmp_path):
+    # avalanche keeps a strategy's state outside the checkpoint: a run stopped after task 1 must not
+    # resume from the checkpoint's network (nor keep its rows), but train as a fresh run does.
+    config = Config.from_dict({**SMALL, "method": "ewc", "num_tasks": 2})
+    fresh = learner_for(config).run()
+    interrupted = learner_for(config)
+    interrupted.learn_task(0)
+    interrupted.acc_matrix.append(interrupted.evaluate_seen())
+    interrupted.save_checkpoint(tmp_path)
+    again = learner_for(config).run(tmp_path)
+    assert again["acc_matrix"] == fresh["acc_matrix"] and len(again["per_task"]) == 2
+    check_run_schema(again)

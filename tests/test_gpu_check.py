@@ -41,7 +41,7 @@ def test_the_gpu_check_passes_end_to_end_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     checks = report["checks"]
-    assert {(c["scenario"], c["method"]) for c in checks} == {(s, m) for s in gpu_check.SCENARIOS for m in gpu_check.METHODS}
+    assert {(c["scenario"], c["method"]) for c in checks} == {(s, m) for s in gpu_check.SCENARIOS for m in gpu_check.VARIANTS}
     assert all(c["ok"] and c["bwt"] == 0.0 and c["ran_on"] == "cpu" for c in checks)
     assert {c["packed_check"] for c in checks if c["method"] in ("ada_qpacknet", "packnet")} == {"bit-identical"}
     assert [row["workload"].split()[0] for row in report["rows"]] == list(gpu_check.SCENARIOS)

@@ -334,5 +334,10 @@ def test_a_plan_file_that_cannot_be_trusted_is_refused_by_name(tmp_path):
     broken.write_text(json.dumps(changed))
     with pytest.raises(ValueError, match=r"epochs=0 must be >= 1"):
         grid.read_batch(broken, batch)
+    changed = json.loads(path.read_text())
+    changed["batches"][batch][0]["id"] = "elsewhere/../../x"
+    broken.write_text(json.dumps(changed))
+    with pytest.raises(CorruptFileError, match=r"run 'elsewhere/../../x' does not name its config's folder"):
+        grid.read_batch(broken, batch)
     with pytest.raises(ValueError, match=r"no plan file"):
         grid.read_batch(tmp_path / "missing.json", batch)

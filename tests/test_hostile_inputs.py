@@ -296,7 +296,7 @@ def test_cuda_without_cuda_is_refused_before_the_data_is_read(tmp_path):
 @pytest.mark.parametrize("profile", ["../elsewhere", "../../tmp/x", "a/b", "/etc", ".hidden", ""])
 def test_a_profile_is_a_simple_name(profile):
     for kind in ("runs", "results", "tables", "figures"):
-        refused(lambda: experiments.profile_folder(kind, profile), ValueError, f"profile={re.escape(repr(profile))} is not a profile name")
+        refused(lambda: results.profile_folder(kind, profile), ValueError, f"profile={re.escape(repr(profile))} is not a profile name")
     refused(lambda: experiments.results_file("", profile, "10_permuted"), ValueError, "is not a profile name")
 
 

@@ -76,3 +76,13 @@ def test_no_method_name_is_compared_outside_the_registry():
             offenders[str(path.relative_to(ROOT))] = found
     assert not offenders
     assert _compared_names(ast.parse('x == "ewc" or y in ("wsn", "z")'), names) == ["ewc", "wsn"]  # the check can fail
+
+
+def test_the_command_line_prints_the_registry(capsys):
+    from adaqpacknet.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "ada_qpacknet\tAdaQPacknet\tsubnetwork\towner_maps, frozen_tasks, searches, prunes, quantizes\t" in out
+    assert 'ewc_single_head\t{"method": "ewc", "heads": "single"}' in out
+    assert len(out.strip().splitlines()) == len(methods.SPECS) + 1 + len(methods.VARIANTS)
