@@ -1,6 +1,5 @@
 """Ablations: the sparsity-search and capacity variants, and sweeps that re-use trained networks.
 
-``sparsity_configs``: the runs of the sparsity ablation, every scenario x variant x seed.
 ``quantization_sweep``: each task's float sub-network quantised by every quantiser at every bit
 width, one task at a time (earlier tasks stay as trained), accuracy measured on the test split.
 """
@@ -11,36 +10,10 @@ from typing import Any, Sequence
 
 import torch
 
-from . import experiments
-from .config import Config
 from .learner import AdaQPacknet
 from .ownership import owner_maps, prunable_layers, raw_weight
 from .quantization import quantize
 from .training import evaluate
-
-
-def sparsity_configs(
-    scenarios: dict[str, dict[str, Any]], variants: dict[str, dict[str, Any]], seeds: Sequence[int], settings: dict[str, Any]
-) -> list[tuple[str, Config]]:
-    """``(variant, config)`` of every scenario x variant x seed of the sparsity ablation, each config
-    validated here: Ada-QPacknet on ``settings``, then the scenario's own changes (its network,
-    batch size), then the variant's (``{"capacity_rule": "budget"}``, ``{"population": 4}``, ...)."""
-    if not variants or not seeds:
-        raise ValueError(f"the ablation needs variants and seeds (got {len(variants)}, {len(seeds)})")
-    found = []
-    extra = sorted({key for changes in scenarios.values() for key in (changes or {}) if key == "methods"})
-    if extra:
-        raise ValueError(f"the sparsity ablation runs Ada-QPacknet only: a scenario's {extra} would be ignored; remove them")
-    for scenario_settings, _ in experiments.per_scenario(settings, scenarios):
-        scenario = scenario_settings["scenario"]
-        for name, changes in variants.items():
-            merged = {**scenario_settings, **(changes or {})}
-            try:
-                configs = experiments.method_configs(["ada_qpacknet"], list(seeds), merged)
-            except ValueError as error:
-                raise ValueError(f"scenario {scenario!r}, variant {name!r}: {error}") from None
-            found.extend((name, config) for config in configs)
-    return found
 
 
 def quantization_sweep(

@@ -1,20 +1,23 @@
-"""Experiment drivers: what the notebooks (and the grid, ``grid.PLANNERS``) call to turn their
-parameters into configs, run them (``runs``), tune the classic strategies (``tuning``) and write
-the notebook's results JSON."""
+"""Experiment drivers: what the notebooks call to turn their parameters into configs (``PLANNERS``,
+the very functions the grid plans with), run them (``runs``), keep the classic strategies' tuned
+points (``tuning``) and write the notebook's results JSON."""
 
 from __future__ import annotations
 
+import ast
 import gc
+import json
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from .config import Config, parse_override
+from .config import Config, field_names, parse_override
 from .methods import variant
 from .results import profile_folder, read_json, resolve, write_json
 from .runs import on_shared_scenarios, load_learner, run_configs
 from .task_inference import CRITERIA, check_class_incremental, class_incremental_report, parse_inference
 from .tuning import NO_TUNING, at_point, select_on_validation, tuning_grid
 
+NOTEBOOKS_DIR = resolve("notebooks")
 NOTEBOOK_SCHEMA_VERSION = 4  # 4: 14 records its single-head tuning, tuning records say "edge"; 3: scenario notebooks record their classic strategies' tuning; 2: class-incremental inference names
 
 
@@ -71,40 +74,13 @@ def results_file(results_path: str, profile: str, notebook: str) -> Path:
     return resolve(results_path) if results_path else profile_folder("results", profile) / f"{notebook}.json"
 
 
-def run_methods(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path,
-    tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
-) -> list[dict[str, Any]]:
-    """Results of every (method, seed) and tuning point, each run resumed from its folder when it exists.
-
-    Every config is built (and so validated) before the first run starts.
-    """
-    return run_configs(method_configs(methods, seeds, settings, tune), runs_root)
-
-
-def scenario_notebook(
-    notebook: str, profile: str, results_path: str, methods: list[str], seeds: list[int], settings: dict[str, Any],
-    tune: dict[str, dict[str, list]] | None = None,
-) -> dict[str, Any]:
-    """The body of every scenario notebook: run the methods over the seeds (the classic strategies
-    over their grid, ``tuning_grid``), keep each tuned strategy's best point per seed on validation,
-    write the results JSON (``runs``: one per method and seed; ``tuning``: every point tried)."""
-    tried = run_methods(methods, seeds, settings, profile_folder("runs", profile), tune)
-    runs, tuning = select_on_validation(tried, tune)
-    parameters = {"methods": methods, "seeds": seeds, "settings": settings, "tune": tune}
-    results = notebook_results(notebook, profile, parameters, runs=runs, tuning=tuning)
-    write_notebook_results(results_file(results_path, profile, notebook), results)
-    return results
-
-
 def class_incremental_runs(
-    methods: list[str], seeds: list[int], settings: dict[str, Any], runs_root: str | Path, inference: list[str],
-    tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
+    configs: list[Config], runs_root: str | Path, inference: list[str], tune: Mapping[str, dict[str, list]] | None = NO_TUNING,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Class-incremental results (``task_inference.class_incremental_report``) of every (method,
-    seed), one record per way of inferring the task, and the tuning records of the single-head
-    strategies (``select_on_validation``: chosen per seed on validation over ``tune``'s grid, as in
-    T1); runs are loaded from their folders (trained first if missing).
+    """Class-incremental results (``task_inference.class_incremental_report``) of every config, one
+    record per way of inferring the task, and the tuning records of the single-head strategies
+    (``select_on_validation``: chosen per seed on validation over ``tune``'s grid, as in T1); runs
+    are loaded from their folders (trained first if missing).
 
     Sub-network methods infer the task by each of ``inference`` (``"entropy"`` per sample,
     ``"supsup@16"`` once per test batch of 16 samples of one task); single-head methods
@@ -114,7 +90,6 @@ def class_incremental_runs(
         raise ValueError(f"inference=[]: give one or more of {', '.join(CRITERIA)}, each alone or as <criterion>@<batch size>")
     for name in inference:
         parse_inference(name)
-    configs = method_configs(methods, seeds, settings, tune)
     for config in configs:
         check_class_incremental(config.method, config.heads)
     tried = run_configs(configs, runs_root)
@@ -134,6 +109,132 @@ def class_incremental_runs(
             gc.collect()  # as in run_configs
     records = [record for found in by_config for record in found]
     return records, tuning
+
+
+# --- each notebook's parameters -> its runs: the one function its driver and the grid both call ---
+
+
+def notebook_defaults(stem: str) -> dict[str, Any]:
+    """The values of a notebook's ``parameters`` cell (the one papermill executes), by name."""
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
+    if not path.is_file():
+        raise ValueError(f"no notebook {path} for parameter file {stem}.yaml")
+    cells = [c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path} has {len(cells)} cells tagged 'parameters'; it needs exactly one")
+    defaults = {}
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defaults[node.target.id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def parameters_of(stem: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Notebook ``stem``'s parameters as they stand in ``namespace`` (a notebook passes its
+    ``globals()``: the parameters cell as papermill or the user set it), by the names of its
+    parameters cell: what the notebook's driver and the grid (from the parameter file) plan from."""
+    return {name: namespace[name] for name in notebook_defaults(stem)}
+
+
+def run_settings(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The Config fields a notebook's parameters set for all its runs: every parameter named as a
+    Config field (``num_tasks: 0`` = the scenario's own number), and ``overrides`` for any other."""
+    fields = {name: value for name, value in parameters.items() if name in field_names()}
+    if "num_tasks" in fields:
+        fields["num_tasks"] = fields["num_tasks"] or None
+    return settings(parameters.get("overrides"), **fields)
+
+
+def sparsity_configs(
+    scenarios: dict[str, dict[str, Any]], variants: dict[str, dict[str, Any]], seeds: Sequence[int], settings: dict[str, Any]
+) -> list[tuple[str, Config]]:
+    """``(variant, config)`` of every scenario x variant x seed of the sparsity ablation, each config
+    validated here: Ada-QPacknet on ``settings``, then the scenario's own changes (its network,
+    batch size), then the variant's (``{"capacity_rule": "budget"}``, ``{"population": 4}``, ...)."""
+    if not variants or not seeds:
+        raise ValueError(f"the ablation needs variants and seeds (got {len(variants)}, {len(seeds)})")
+    found = []
+    extra = sorted({key for changes in scenarios.values() for key in (changes or {}) if key == "methods"})
+    if extra:
+        raise ValueError(f"the sparsity ablation runs Ada-QPacknet only: a scenario's {extra} would be ignored; remove them")
+    for scenario_settings, _ in per_scenario(settings, scenarios):
+        scenario = scenario_settings["scenario"]
+        for name, changes in variants.items():
+            merged = {**scenario_settings, **(changes or {})}
+            try:
+                configs = method_configs(["ada_qpacknet"], list(seeds), merged)
+            except ValueError as error:
+                raise ValueError(f"scenario {scenario!r}, variant {name!r}: {error}") from None
+            found.extend((name, config) for config in configs)
+    return found
+
+
+def scenario_configs(p: Mapping[str, Any]) -> list[Config]:
+    """10-13: every method, every seed, every point of a classic strategy's grid."""
+    return method_configs(p["methods"], p["seeds"], run_settings(p), p.get("tune"))
+
+
+def class_incremental_configs(p: Mapping[str, Any]) -> list[Config]:
+    """14: every method, seed and single-head grid point, on each scenario with its own settings."""
+    return [
+        config
+        for scenario_settings, scenario_methods in per_scenario(run_settings(p), p["scenarios"], p["methods"])
+        for config in method_configs(scenario_methods, p["seeds"], scenario_settings, p.get("tune"))
+    ]
+
+
+def float_configs(p: Mapping[str, Any]) -> list[Config]:
+    """20: the float runs the quantisation sweep re-quantises, one per seed."""
+    return method_configs(["ada_qpacknet_float"], p["seeds"], run_settings(p))
+
+
+def sparsity_variants(p: Mapping[str, Any]) -> list[tuple[str, Config]]:
+    """21: ``(variant, config)`` of Ada-QPacknet under each search and capacity variant, on each
+    scenario (``sparsity_configs``); the notebook names its runs by variant."""
+    return sparsity_configs(p["scenarios"], p["variants"], p["seeds"], run_settings(p))
+
+
+def sparsity_variant_configs(p: Mapping[str, Any]) -> list[Config]:
+    """21's runs (``sparsity_variants``)."""
+    return [config for _, config in sparsity_variants(p)]
+
+
+# How each experiment notebook turns its parameters into runs: its driver below runs exactly these,
+# and the grid (grid.plan) trains exactly these, so the two cannot drift apart. A notebook that is
+# not listed (00_method_tour trains one task inline; a notebook of your own) gets no jobs.
+PLANNERS: dict[str, Callable[[Mapping[str, Any]], list[Config]]] = {
+    "10_permuted": scenario_configs,
+    "11_split": scenario_configs,
+    "12_five_datasets": scenario_configs,
+    "13_tinyimagenet": scenario_configs,
+    "14_class_incremental": class_incremental_configs,
+    "20_ablation_quantization": float_configs,
+    "21_ablation_sparsity": sparsity_variant_configs,
+}
+
+
+def scenario_notebook(notebook: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of notebooks 10-13 (``parameters_of``): run the methods over the seeds (the classic
+    strategies over their grid, ``tuning_grid``), keep each tuned strategy's best point per seed on
+    validation, write the results JSON (``runs``: one per method and seed; ``tuning``: every point tried)."""
+    p, profile = parameters, parameters["profile"]
+    tried = run_configs(PLANNERS[notebook](p), profile_folder("runs", profile))
+    runs, tuning = select_on_validation(tried, p["tune"])
+    recorded = {"methods": p["methods"], "seeds": p["seeds"], "settings": run_settings(p), "tune": p["tune"]}
+    results = notebook_results(notebook, profile, recorded, runs=runs, tuning=tuning)
+    write_notebook_results(results_file(p["results_path"], profile, notebook), results)
+    return results
+
+
+def class_incremental_notebook(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of notebook 14 (``parameters_of``): the class-incremental records of its runs
+    (``class_incremental_runs``); returns its results, written by the notebook's last cell."""
+    p = parameters
+    configs = PLANNERS["14_class_incremental"](p)
+    records, tuning = class_incremental_runs(configs, profile_folder("runs", p["profile"]), p["inference"], p["tune"])
+    recorded = {key: p[key] for key in ("scenarios", "methods", "inference", "seeds")}
+    recorded.update(settings=run_settings(p), tune=p["tune"])
+    return notebook_results("14_class_incremental", p["profile"], recorded, class_incremental=records, tuning=tuning)
 
 
 def notebook_results(notebook: str, profile: str, parameters: dict[str, Any], **sections: Any) -> dict[str, Any]:

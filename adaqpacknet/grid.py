@@ -15,15 +15,14 @@ sequence (``python -m adaqpacknet run --plan FILE --batch ID``, the plan written
 alone, paying the start-up (imports, data, the classic strategies' float copies of the training
 images) once per batch instead of once per run.
 
-A notebook parameter whose name is a ``Config`` field is a setting of every run of that notebook
-(``num_tasks: 0`` means the scenario's own number); ``overrides`` adds any other field. The
-notebooks build their settings the same way, and ``tests/test_notebooks.py`` checks that the runs
-the smoke profile's notebooks read are exactly the runs listed here.
+Each notebook's runs come from ``experiments.PLANNERS``, the same function its driver runs them
+with (``experiments.run_settings``: a parameter named as a ``Config`` field is a setting of every
+run, ``num_tasks: 0`` the scenario's own number, ``overrides`` any other field), so the grid trains
+exactly what the notebooks read; ``tests/test_notebooks.py`` checks it on the smoke profile.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,12 +33,10 @@ from typing import Any
 import yaml
 
 from . import experiments, methods, runs
-from .ablations import sparsity_configs
-from .config import Config, field_names
+from .config import Config
 from .data import SCENARIOS
 from .results import CorruptFileError, code_version, profile_folder, read_json, resolve, write_json
 
-NOTEBOOKS_DIR = resolve("notebooks")
 PARAMS_ROOT = "notebooks/params"
 REPORT_PREFIX = "9"  # 90_tables, 91_figures: they read every experiment notebook's results
 
@@ -184,75 +181,15 @@ def runs_root(profile: str) -> Path:
     return profile_folder("runs", profile)
 
 
-def notebook_defaults(stem: str) -> dict[str, Any]:
-    """The values of a notebook's ``parameters`` cell (the one papermill executes), by name."""
-    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
-    if not path.is_file():
-        raise ValueError(f"no notebook {path} for parameter file {stem}.yaml")
-    cells = [c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{path} has {len(cells)} cells tagged 'parameters'; it needs exactly one")
-    defaults = {}
-    for node in ast.parse("".join(cells[0]["source"])).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            defaults[node.target.id] = ast.literal_eval(node.value)
-    return defaults
-
-
 def notebook_parameters(stem: str, params_dir: Path) -> dict[str, Any]:
     """A notebook's defaults overridden by its parameter file; unknown names are an error."""
-    defaults = notebook_defaults(stem)
+    defaults = experiments.notebook_defaults(stem)
     path = params_dir / f"{stem}.yaml"
     given = yaml.safe_load(path.read_text()) or {}
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ValueError(f"{path}: {unknown} are not parameters of notebooks/{stem}.ipynb (it has {sorted(defaults)})")
     return {**defaults, **given}
-
-
-def run_settings(parameters: dict[str, Any]) -> dict[str, Any]:
-    """The Config fields a notebook's parameters set for all its runs (see the module docstring)."""
-    fields = {name: value for name, value in parameters.items() if name in field_names()}
-    if "num_tasks" in fields:
-        fields["num_tasks"] = fields["num_tasks"] or None
-    return experiments.settings(parameters.get("overrides"), **fields)
-
-
-def _methods_over_seeds(p: dict[str, Any]) -> list[Config]:
-    # 10-13 (scenario notebooks): every method, every seed, every point of a classic strategy's grid.
-    return experiments.method_configs(p["methods"], p["seeds"], run_settings(p), p.get("tune"))
-
-
-def _class_incremental(p: dict[str, Any]) -> list[Config]:
-    # 14: every method, every seed and single-head grid point, on each scenario with its own settings.
-    return [
-        config
-        for settings, scenario_methods in experiments.per_scenario(run_settings(p), p["scenarios"], p["methods"])
-        for config in experiments.method_configs(scenario_methods, p["seeds"], settings, p.get("tune"))
-    ]
-
-
-def _float_runs(p: dict[str, Any]) -> list[Config]:
-    # 20: the quantisation sweep re-quantises float runs.
-    return experiments.method_configs(["ada_qpacknet_float"], p["seeds"], run_settings(p))
-
-
-def _sparsity_variants(p: dict[str, Any]) -> list[Config]:
-    # 21: Ada-QPacknet under each search and capacity variant, on each scenario.
-    return [config for _, config in sparsity_configs(p["scenarios"], p["variants"], p["seeds"], run_settings(p))]
-
-
-# How each experiment notebook turns its parameters into runs. A notebook that is not listed
-# (00_method_tour trains one task inline; a notebook of your own) gets no jobs: it runs as one job.
-PLANNERS: dict[str, Callable[[dict[str, Any]], list[Config]]] = {
-    "10_permuted": _methods_over_seeds,
-    "11_split": _methods_over_seeds,
-    "12_five_datasets": _methods_over_seeds,
-    "13_tinyimagenet": _methods_over_seeds,
-    "14_class_incremental": _class_incremental,
-    "20_ablation_quantization": _float_runs,
-    "21_ablation_sparsity": _sparsity_variants,
-}
 
 
 def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
@@ -273,7 +210,7 @@ def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
     notebooks: dict[str, tuple[str, ...]] = {}
     for stem in stems:
         parameters = notebook_parameters(stem, params_dir)
-        planner = PLANNERS.get(stem)
+        planner = experiments.PLANNERS.get(stem)
         try:
             planned = planner(parameters) if planner else []
         except (ValueError, KeyError) as error:

@@ -46,11 +46,9 @@ overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=
 # %%
 from adaqpacknet import experiments, plots, tables
 
-settings = experiments.settings(
-    overrides, scenario=scenario, model=model, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
-    batch_size=batch_size, population=population, data_root=data_root, progress=progress,
-)
-results = experiments.scenario_notebook("13_tinyimagenet", profile, results_path, methods, seeds, settings, tune)
+# The runs are experiments.PLANNERS["13_tinyimagenet"] of these parameters: the very function the grid
+# (make reproduce) plans them with, so the jobs train exactly what this notebook reads.
+results = experiments.scenario_notebook("13_tinyimagenet", experiments.parameters_of("13_tinyimagenet", globals()))
 tables.table_t1(tables.runs_frame([results]))
 
 # %% [markdown]

@@ -56,24 +56,9 @@ overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=
 
 # %%
 from adaqpacknet import experiments, plots, tables
-from adaqpacknet.results import profile_folder
 
-settings = experiments.settings(
-    overrides, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs, population=population,
-    data_root=data_root, progress=progress,
-)
-records, tuning = [], []
-for scenario_settings, scenario_methods in experiments.per_scenario(settings, scenarios, methods):
-    found, tried = experiments.class_incremental_runs(
-        scenario_methods, seeds, scenario_settings, profile_folder("runs", profile), inference, tune
-    )
-    records += found
-    tuning += tried
-notebook = experiments.notebook_results(
-    "14_class_incremental", profile,
-    {"scenarios": scenarios, "methods": methods, "inference": inference, "seeds": seeds, "settings": settings, "tune": tune},
-    class_incremental=records, tuning=tuning,
-)
+# The runs are experiments.PLANNERS["14_class_incremental"] of these parameters, as the grid plans them.
+notebook = experiments.class_incremental_notebook(experiments.parameters_of("14_class_incremental", globals()))
 tables.table_t4(tables.class_incremental_frame([notebook]))
 
 # %%

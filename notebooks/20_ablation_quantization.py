@@ -45,19 +45,19 @@ from adaqpacknet.ablations import quantization_sweep
 from adaqpacknet.results import profile_folder
 from adaqpacknet.runs import load_learner
 
-settings = experiments.settings(
-    overrides, scenario=scenario, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs,
-    batch_size=batch_size, population=population, data_root=data_root, progress=progress,
-)
+# The float runs are experiments.PLANNERS["20_ablation_quantization"] of these parameters, as the grid plans them.
+parameters = experiments.parameters_of("20_ablation_quantization", globals())
 runs, sweeps = [], []
-for seed in seeds:
-    learner = load_learner(experiments.method_config("ada_qpacknet_float", settings, seed), profile_folder("runs", profile))
+for config in experiments.PLANNERS["20_ablation_quantization"](parameters):
+    learner = load_learner(config, profile_folder("runs", profile))
     runs.append(learner.results())
-    sweeps.append({"setting": tables.setting(runs[-1]), "scenario": scenario, "seed": seed, "rows": quantization_sweep(learner, quantizers, bits)})
+    sweeps.append({"setting": tables.setting(runs[-1]), "scenario": config.scenario, "seed": config.seed,
+                   "rows": quantization_sweep(learner, quantizers, bits)})
 
 # %%
 results = experiments.notebook_results(
-    "20_ablation_quantization", profile, {"seeds": seeds, "quantizers": quantizers, "bits": bits, "settings": settings},
+    "20_ablation_quantization", profile,
+    {"seeds": seeds, "quantizers": quantizers, "bits": bits, "settings": experiments.run_settings(parameters)},
     runs=runs, sweeps=sweeps,
 )
 tables.table_t2(tables.sweep_frame([results]))

@@ -56,15 +56,13 @@ overrides: list = []  # any other Config field as "key=value"
 
 # %%
 from adaqpacknet import experiments, plots, tables
-from adaqpacknet.ablations import sparsity_configs
 from adaqpacknet.results import profile_folder
 from adaqpacknet.runs import run_configs
 
-settings = experiments.settings(
-    overrides, num_tasks=num_tasks or None, epochs=epochs, finetune_epochs=finetune_epochs, batch_size=batch_size,
-    population=population, data_root=data_root, progress=progress,
-)
-configs = sparsity_configs(scenarios, variants, seeds, settings)  # every config checked before any run
+# The runs are experiments.PLANNERS["21_ablation_sparsity"] of these parameters (sparsity_variants,
+# each run named by its variant), as the grid plans them; every config is checked before any run.
+parameters = experiments.parameters_of("21_ablation_sparsity", globals())
+configs = experiments.sparsity_variants(parameters)
 variant_runs = [
     {**run, "variant": name}
     for (name, _), run in zip(configs, run_configs([config for _, config in configs], profile_folder("runs", profile)))
@@ -73,7 +71,8 @@ variant_runs = [
 # %%
 results = experiments.notebook_results(
     "21_ablation_sparsity", profile,
-    {"scenarios": scenarios, "seeds": seeds, "variants": variants, "settings": settings}, variants=variant_runs,
+    {"scenarios": scenarios, "seeds": seeds, "variants": variants, "settings": experiments.run_settings(parameters)},
+    variants=variant_runs,
 )
 tables.table_sparsity(tables.runs_frame([results], section="variants"))
 

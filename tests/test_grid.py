@@ -76,9 +76,14 @@ def test_default_profile_shares_runs_between_notebooks():
 
 
 def test_notebook_defaults_come_from_the_executed_notebook():
-    defaults = grid.notebook_defaults("10_permuted")
+    defaults = experiments.notebook_defaults("10_permuted")
     assert defaults["scenario"] == "permuted_fashion_mnist" and defaults["seeds"] == [0, 1, 2]
     assert defaults["num_tasks"] == 0 and defaults["overrides"] == []
+    # A notebook reads its parameters by the same names (parameters_of), and plans with the grid's function.
+    namespace = {**defaults, "seeds": [4], "methods": ["naive"], "tune": {}, "unrelated": 1}
+    parameters = experiments.parameters_of("10_permuted", namespace)
+    assert set(parameters) == set(defaults) and parameters["seeds"] == [4]
+    assert [(c.method, c.seed) for c in experiments.PLANNERS["10_permuted"](parameters)] == [("naive", 4)]
 
 
 def write_profile(root: Path, name: str, files: dict[str, dict]) -> Path:
@@ -238,7 +243,7 @@ def test_make_reproduce_with_gpus_gives_every_job_a_gpu_slot(tmp_path):
 
 
 def test_a_bad_ablation_variant_is_named_before_any_run():
-    from adaqpacknet.ablations import sparsity_configs
+    from adaqpacknet.experiments import sparsity_configs
 
     with pytest.raises(ValueError, match=r"scenario 'permuted_digits', variant 'wide': capacity_budget=2.0 is outside"):
         sparsity_configs({"permuted_digits": {}}, {"ok": {}, "wide": {"capacity_rule": "budget", "capacity_budget": 2.0}}, [0], {})

@@ -68,7 +68,9 @@ def test_every_notebook_that_builds_a_scenario_takes_its_data_root(script):
     params = parameters_of(script)
     if "scenario" in params:
         assert params.get("data_root") == "str", f"{script.name}: no data_root parameter"
-        assert "data_root=data_root" in script.read_text(), f"{script.name}: data_root is not passed on"
+        source = script.read_text()
+        # Passed on by name, or with every parameter (experiments.parameters_of -> run_settings).
+        assert "data_root=data_root" in source or f'parameters_of("{script.stem}", globals())' in source, f"{script.name}: data_root is not passed on"
 
 
 @pytest.mark.parametrize("profile", PROFILES)

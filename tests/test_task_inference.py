@@ -219,8 +219,8 @@ def test_single_head_is_refused_for_sub_network_methods():
 
 
 def test_class_incremental_runs_refuse_methods_whose_networks_change():
-    from adaqpacknet.experiments import class_incremental_runs
+    from adaqpacknet.experiments import class_incremental_runs, method_configs
 
     for method in ("naive", "joint"):
         with pytest.raises(ValueError, match="class-incremental evaluation needs a method whose sub-networks never change"):
-            class_incremental_runs([method], [0], SMALL, "unused-runs-root", ["entropy"])
+            class_incremental_runs(method_configs([method], [0], SMALL), "unused-runs-root", ["entropy"])
