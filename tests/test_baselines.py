@@ -329,7 +329,7 @@ def test_wsn_independent_joint_and_packnet_state_bytes(tmp_path):
 def test_a_classic_strategy_interrupted_mid_run_starts_over_as_a_fresh_run(tmp_path):
     # avalanche keeps a strategy's state outside the checkpoint: a run stopped after task 1 must not
     # resume from the checkpoint's network (nor keep its rows), but train as a fresh run does.
-    config = Config.from_dict({**SMALL, "method": "ewc", "num_tasks": 2})
+    config = Config.from_dict({**SMALL, "method": "naive", "num_tasks": 2})
     fresh = learner_for(config).run()
     interrupted = learner_for(config)
     interrupted.learn_task(0)
