@@ -125,14 +125,6 @@ def _validation_schedule(learner: "ClassicStrategy", base: type):
             self.index = strategy.experience.current_experience
             self.history = []
 
-        @property
-        def best(self) -> float:
-            return self.keeper.best
-
-        @property
-        def best_epoch(self) -> int:
-            return self.keeper.best_epoch
-
         def after_training_epoch(self, strategy, *args, **kwargs) -> None:
             accuracy = learner.validation_accuracy(self.index, seen_tasks=self.index + 1)
             strategy.model.train()
@@ -512,7 +504,7 @@ class ClassicStrategy(ContinualLearner):
     def schedule_report(self) -> dict[str, Any]:
         """The task's epochs as the validation schedule ran them (its best epoch kept)."""
         history = self.schedule.history
-        return {"epochs_run": len(history), "best_epoch": self.schedule.best_epoch, "val_accuracy": self.schedule.best, "history": history}
+        return {"epochs_run": len(history), "best_epoch": self.schedule.keeper.best_epoch, "val_accuracy": self.schedule.keeper.best, "history": history}
 
     def validation_accuracy(self, index: int, seen_tasks: int | None = None) -> float:
         """Accuracy (%) of task ``index`` (0-based) on its validation split: with its own head, or,
