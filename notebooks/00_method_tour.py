@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
-results_path: str = ""  # "" = results/<profile>/00_method_tour.json under the repository root
+results_path: str = ""  # empty: results/<profile>/00_method_tour.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "permuted_fashion_mnist"  # any adaqpacknet.config.SCENARIOS entry
 seed: int = 0
@@ -33,7 +33,8 @@ finetune_epochs: int = 1  # retraining epochs after pruning
 batch_size: int = 64
 population: int = 2  # sparsity-search candidates
 data_root: str = "data"  # relative to the repository root
-overrides: list = []  # any other Config field as "key=value", e.g. ["quantizer=linear"]
+# Any other Config field, as "field=value" strings: e.g. ["quantizer=linear"].
+overrides: list = []  # any other Config field, as field-equals-value strings (example on the line above)
 
 # %%
 import pandas as pd

@@ -28,20 +28,21 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
-results_path: str = ""  # "" = results/<profile>/13_tinyimagenet.json under the repository root
+results_path: str = ""  # empty: results/<profile>/13_tinyimagenet.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "tinyimagenet"  # 40 tasks of 5 classes
 methods: list = ["ada_qpacknet", "ada_qpacknet_float", "ada_qpacknet_budget", "packnet", "wsn", "independent", "joint", "naive", "ewc", "si", "lwf", "replay", "gem", "agem"]  # adaqpacknet.methods.VARIANTS
 seeds: list = [0, 1, 2]
-num_tasks: int = 0  # 0 = the scenario's own number of tasks
-model: str = "auto"  # "auto" = the scenario's protocol network
+num_tasks: int = 0  # 0: the scenario's own number of tasks
+model: str = "auto"  # "auto": the scenario's protocol network
 epochs: int = 2  # training epochs of the free weights, per candidate (protocol: 10); every other method trains epochs + finetune_epochs
 finetune_epochs: int = 1  # retraining epochs after pruning (counted in every method's epochs per task)
 batch_size: int = 64  # protocol: 10
 population: int = 2  # sparsity-search candidates
-tune: dict | None = None  # classic strategy -> {Config field: factors of its value tried on validation}; None = tuning.CLASSIC_GRID, {} = none
+tune: dict | None = None  # classic strategy -> {Config field: factors of its value tried on validation}; None: tuning.CLASSIC_GRID, {}: none
 data_root: str = "data"  # relative to the repository root
-overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
+# Any other Config field, as "field=value" strings: e.g. ["tolerance=1.0"].
+overrides: list = []  # any other Config field, as field-equals-value strings (example on the line above)
 
 # %%
 from adaqpacknet import experiments, plots, tables

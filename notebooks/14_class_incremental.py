@@ -33,7 +33,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
-results_path: str = ""  # "" = results/<profile>/14_class_incremental.json under the repository root
+results_path: str = ""  # empty: results/<profile>/14_class_incremental.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 # scenario -> its own Config changes (and "methods" of its own); they must equal notebooks 10 and
 # 11's settings to share their runs. split_cifar100 for the paper's protocol.
@@ -46,13 +46,14 @@ methods: list = ["ada_qpacknet", "packnet", "wsn", "naive_single_head", "ewc_sin
 # adaqpacknet.task_inference.CRITERIA, each per sample, or "<criterion>@<B>": once per test batch of B samples of one task
 inference: list = ["entropy", "calibrated_entropy", "supsup", "mahalanobis", "entropy@16", "infomax@16", "mahalanobis@16"]
 seeds: list = [0, 1, 2]
-num_tasks: int = 0  # 0 = the scenario's own number of tasks
+num_tasks: int = 0  # 0: the scenario's own number of tasks
 epochs: int = 2  # training epochs of the free weights, per candidate; every other method trains epochs + finetune_epochs
 finetune_epochs: int = 1  # retraining epochs after pruning (counted in every method's epochs per task)
 population: int = 2  # sparsity-search candidates
-tune: dict | None = None  # as in notebooks 10-13: the single-head strategies chosen per seed on validation; None = tuning.CLASSIC_GRID, {} = none
+tune: dict | None = None  # as in notebooks 10-13: the single-head strategies chosen per seed on validation; None: tuning.CLASSIC_GRID, {}: none
 data_root: str = "data"  # relative to the repository root
-overrides: list = []  # any other Config field as "key=value", e.g. ["tolerance=1.0"]
+# Any other Config field, as "field=value" strings: e.g. ["tolerance=1.0"].
+overrides: list = []  # any other Config field, as field-equals-value strings (example on the line above)
 
 # %%
 from adaqpacknet import experiments, plots, tables

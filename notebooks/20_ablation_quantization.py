@@ -25,11 +25,11 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
-results_path: str = ""  # "" = results/<profile>/20_ablation_quantization.json under the repository root
+results_path: str = ""  # empty: results/<profile>/20_ablation_quantization.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 scenario: str = "permuted_fashion_mnist"
 seeds: list = [0, 1, 2]  # float runs to sweep (shared with notebook 10 when the settings match)
-num_tasks: int = 0  # 0 = the scenario's own number of tasks
+num_tasks: int = 0  # 0: the scenario's own number of tasks
 epochs: int = 2
 finetune_epochs: int = 1
 batch_size: int = 64
@@ -37,7 +37,8 @@ population: int = 2
 quantizers: list = ["linear", "kmeans"]  # adaqpacknet.quantization.QUANTIZERS
 bits: list = [8, 7, 6, 5, 4, 3, 2, 1]
 data_root: str = "data"
-overrides: list = []  # any other Config field as "key=value"
+# Any other Config field, as "field=value" strings.
+overrides: list = []  # any other Config field, as field-equals-value strings (example on the line above)
 
 # %%
 from adaqpacknet import experiments, plots, tables

@@ -30,12 +30,12 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile: names the output folders
-results_path: str = ""  # "" = results/<profile>/21_ablation_sparsity.json under the repository root
+results_path: str = ""  # empty: results/<profile>/21_ablation_sparsity.json under the repository root
 progress: bool = True  # tqdm bars (make passes False: headless logs get one line per epoch)
 # scenario -> the Config changes of that scenario alone (its network, its batch size)
 scenarios: dict = {"permuted_fashion_mnist": {"batch_size": 256}, "split_fashion_mnist": {"model": "mlp", "batch_size": 64}}
 seeds: list = [0, 1, 2]
-num_tasks: int = 0  # 0 = the scenario's own number of tasks
+num_tasks: int = 0  # 0: the scenario's own number of tasks
 epochs: int = 2
 finetune_epochs: int = 1
 batch_size: int = 64
@@ -52,7 +52,8 @@ variants: dict = {
     "budget, no reuse": {"capacity_rule": "budget", "reuse_frozen": False},
 }
 data_root: str = "data"
-overrides: list = []  # any other Config field as "key=value"
+# Any other Config field, as "field=value" strings.
+overrides: list = []  # any other Config field, as field-equals-value strings (example on the line above)
 
 # %%
 from adaqpacknet import experiments, plots, tables

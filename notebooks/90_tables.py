@@ -23,10 +23,10 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # whose results to read: the folder of results_path, by default results/<profile>/
-results_path: str = ""  # "" = results/<profile>/90_tables.json under the repository root
+results_path: str = ""  # empty: results/<profile>/90_tables.json under the repository root
 progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
-results_page: str = ""  # "" = tables/<profile>/RESULTS.md; a path inside the repository
-readme: str = ""  # a page whose <!-- table:NAME --> blocks get these tables, e.g. "README.md"; "" = none
+results_page: str = ""  # empty: tables/<profile>/RESULTS.md; a path inside the repository
+readme: str = ""  # a page whose <!-- table:NAME --> blocks get these tables, e.g. "README.md"; empty: none
 
 # %%
 from adaqpacknet import experiments, report, tables

@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # whose results to read: the folder of results_path, by default results/<profile>/
-results_path: str = ""  # "" = results/<profile>/91_figures.json under the repository root
+results_path: str = ""  # empty: results/<profile>/91_figures.json under the repository root
 progress: bool = True  # unused: no training here (kept so every notebook takes the same switches)
 
 # %%
