@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -16,15 +17,17 @@ import json
 import os
 import platform
 import re
+import stat
 import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import torch
 from safetensors.torch import load_file, save
 
+from .errors import CorruptFileError
 from .methods import SPECS
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +37,58 @@ CHECKPOINT_PREFIX = "checkpoint-"  # + tasks done + ".safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
 
 
-class CorruptFileError(ValueError):
-    """A data, results, checkpoint or packed file that cannot be trusted; the message names the file."""
+# Upper bounds on what the package reads from a file it did not just write: a file past its bound
+# is refused before it is read (a results file is ~10-100 KB, a checkpoint state a few KB per task).
+MAX_JSON_BYTES = 64 << 20
+
+
+def open_regular(path: str | Path, max_bytes: int, follow_symlinks: bool = True) -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file of at most ``max_bytes``.
+
+    A FIFO, a device (``/dev/zero``), a socket or a folder is refused with CorruptFileError naming
+    the file, and so is a symbolic link as the last component with ``follow_symlinks=False`` (for
+    files the package writes itself: a link there was put by someone else). The check is made on
+    the opened descriptor (``fstat``), so the file cannot be swapped between check and read, and
+    O_NONBLOCK keeps the open of a FIFO from waiting for a writer. A missing file raises
+    FileNotFoundError as ``open`` does.
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CorruptFileError(f"{path} is a symbolic link; the package reads only regular files here") from None
+        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise CorruptFileError(f"{path} cannot be opened as a file ({error.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptFileError(f"{path} is not a regular file (it is a {_file_kind(info.st_mode)}); the package reads only regular files")
+        if info.st_size > max_bytes:
+            raise CorruptFileError(f"{path} is {info.st_size} bytes, more than the {max_bytes} such a file may have")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def read_regular(path: str | Path, max_bytes: int, follow_symlinks: bool = True) -> bytes:
+    """The bytes of ``path`` (``open_regular``'s checks), never more than ``max_bytes``: a file that
+    grows while it is read is refused too."""
+    with open_regular(path, max_bytes, follow_symlinks) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise CorruptFileError(f"{path} grew past {max_bytes} bytes while it was read")
+    return data
 
 
 def _umask() -> int:
@@ -87,7 +140,9 @@ def read_json(path: str | Path) -> Any:
     """Read JSON, naming the file when it is not valid JSON (or nested too deep to read)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_regular(path, MAX_JSON_BYTES).decode())
+    except CorruptFileError:
+        raise
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CorruptFileError(f"{path} is not valid JSON ({type(error).__name__}: {error}); delete it to start over") from None
 

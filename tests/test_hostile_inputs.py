@@ -1,10 +1,8 @@
 """Crafted hostile and broken inputs: every case raises the package's own error, naming the file or
-the value, before any work and within bounded memory and time.
+the value, before any work and within bounded memory and time (``bounded.refused``).
 
 Packed files here have valid checksums: the checksum guards against accidents, and these cases
 check what the loader does with a file that is consistent on the outside and hostile inside.
-Each case is measured: under ``MAX_CASE_MIB`` of memory above what the process held before it
-(peak resident set, reset before each case) and under ``MAX_CASE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ import pytest
 import safetensors.numpy
 import safetensors.torch
 import torch
+from bounded import refused
 
 from adaqpacknet import experiments, packing, results, runs
 from adaqpacknet.config import Config
@@ -37,34 +36,6 @@ from adaqpacknet.ownership import prunable_layers
 from adaqpacknet.packing import PackedFileError, PackedNetwork
 from adaqpacknet.results import CorruptFileError
 from adaqpacknet.training import DivergedError, TrainSettings, fit
-
-MAX_CASE_MIB = 512
-MAX_CASE_SECONDS = 2.0
-
-
-# --- the measurement ---------------------------------------------------------------------------
-
-def _status(field: str) -> int:
-    """A field of /proc/self/status in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def refused(call, error: type[BaseException], match: str) -> BaseException:
-    """Run ``call``; it must raise ``error`` matching ``match``, within the memory and time bounds."""
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set (VmHWM)
-    before = _status("VmRSS")
-    start = time.perf_counter()
-    with pytest.raises(error, match=match) as raised:
-        call()
-    seconds = time.perf_counter() - start
-    peak_mib = (_status("VmHWM") - before) / 1024
-    assert seconds < MAX_CASE_SECONDS, f"{seconds:.2f} s"
-    assert peak_mib < MAX_CASE_MIB, f"{peak_mib:.0f} MiB"
-    return raised.value
-
 
 # --- packed files --------------------------------------------------------------------------------
 
