@@ -64,29 +64,35 @@ SNAKEMAKE_ARGS ?=
 PARAMS_DIR := $(PARAMS_ROOT)/$(PROFILE)
 comma := ,
 GPU_COUNT = $(words $(subst $(comma), ,$(GPUS)))
+# A value as one shell word, in single quotes (each ' inside written '\''): a profile, folder or
+# target given on the command line reaches the recipes' shell as data, never as a command (make
+# itself still expands $(...) in a value, as it does for any variable: that is the caller's own
+# shell at work). The Snakefile then checks each value (workflow/Snakefile) before any job is built.
+quote = '$(subst ','\'',$(1))'
 SNAKEMAKE = $(VENV)/bin/snakemake --snakefile workflow/Snakefile --directory . \
-	--config profile=$(PROFILE) params_root=$(PARAMS_ROOT) results_root=$(RESULTS_ROOT) $(if $(GPUS),gpus=$(GPUS)) \
+	--config $(call quote,profile=$(PROFILE)) $(call quote,params_root=$(PARAMS_ROOT)) \
+	$(call quote,results_root=$(RESULTS_ROOT)) $(if $(GPUS),$(call quote,gpus=$(GPUS))) \
 	--keep-going --rerun-incomplete --rerun-triggers mtime input --show-failed-logs
 ifeq ($(EXECUTOR),local)
-ENGINE = --cores $(JOBS) $(if $(GPUS),--resources gpu=$(GPU_COUNT) --set-resources train:gpu=1 experiment:gpu=1)
+ENGINE = --cores $(call quote,$(JOBS)) $(if $(GPUS),--resources gpu=$(GPU_COUNT) --set-resources train:gpu=1 experiment:gpu=1)
 else ifeq ($(EXECUTOR),slurm)
-ENGINE = --profile $(SLURM_PROFILE)
+ENGINE = --profile $(call quote,$(SLURM_PROFILE))
 else
 ENGINE = $(error EXECUTOR=$(EXECUTOR) is not an executor; valid choices: local, slurm)
 endif
 
 # The Snakefile checks the profile's parameters and data before any job starts.
 reproduce: | $(STAMP) data
-	$(SNAKEMAKE) $(ENGINE) $(SNAKEMAKE_ARGS) $(TARGETS)
+	$(SNAKEMAKE) $(ENGINE) $(SNAKEMAKE_ARGS) $(foreach target,$(TARGETS),$(call quote,$(target)))
 
 # The runs a profile needs and their batches, one job each (what `make reproduce` trains).
 runs: | $(STAMP)
-	@$(PY) -m adaqpacknet runs $(PROFILE) --params-root $(PARAMS_ROOT)
+	@$(PY) -m adaqpacknet runs $(call quote,$(PROFILE)) --params-root $(call quote,$(PARAMS_ROOT))
 
 # Missing datasets stop the profile here, before any experiment trains.
 check-data: | $(STAMP) data
-	@test -d $(PARAMS_DIR) || { echo "error: no profile '$(PROFILE)': $(PARAMS_DIR) does not exist (profiles: $(notdir $(wildcard $(PARAMS_ROOT)/*)))"; exit 1; }
-	$(PY) -m adaqpacknet check-data $(PARAMS_DIR)
+	@test -d $(call quote,$(PARAMS_DIR)) || { echo $(call quote,error: no profile '$(PROFILE)': $(PARAMS_DIR) does not exist (profiles: $(notdir $(wildcard $(PARAMS_ROOT)/*)))); exit 1; }
+	$(PY) -m adaqpacknet check-data $(call quote,$(PARAMS_DIR))
 
 # The paper profile end to end on fake data in the datasets' real formats (numbers mean nothing):
 # every paper notebook, protocol network and method, 1 epoch, 2 tasks. CI runs it after the tests.

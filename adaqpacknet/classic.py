@@ -532,6 +532,12 @@ class ClassicStrategy(ContinualLearner):
     def storage(self) -> tuple[int, str]:
         return float32_bytes(self.model.body, *self.model.heads[: len(self.per_task)]), "one float32 network with every learned head (buffers and regularisation state not counted: state_bytes)"
 
+    def task_report_problem(self, report: dict[str, Any], index: int) -> str | None:
+        # ``state`` reports the last task's state_bytes, measured when it was learned.
+        if type(report.get("state_bytes")) is not int or report["state_bytes"] < 0:
+            return "'state_bytes' is not a count of bytes"
+        return super().task_report_problem(report, index)
+
     def state(self) -> tuple[int, str]:
         # Measured at the end of the last task (learn_task), from the strategy's plugins.
         return int(self.per_task[-1]["state_bytes"]), CLASSIC_STATE_DEFINITIONS[self.config.method]

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from . import grid, methods
-from .config import Config, parse_override
+from .config import Config, load_parameter_file, parse_override
+from .errors import AdaQPacknetError, shorten
 from .runs import run, run_configs, verify_packed_run
 from .results import PACKAGE_ROOT, CorruptFileError, code_version
 
@@ -30,9 +31,7 @@ def default_out_dir(config: Config) -> Path:
 
 def check_profile_data(profile_dir: Path) -> int:
     """Fail (exit 1, naming every missing dataset) before a profile trains anything."""
-    import yaml
-
-    from .data import DatasetNotFoundError, check_data_available
+    from .data import SCENARIOS, DatasetNotFoundError, check_data_available
 
     files = sorted(profile_dir.glob("*.yaml"))
     if not files:
@@ -40,10 +39,18 @@ def check_profile_data(profile_dir: Path) -> int:
         return 1
     problems, checked = [], set()
     for path in files:
-        params = yaml.safe_load(path.read_text()) or {}
+        try:
+            params = load_parameter_file(path)
+        except AdaQPacknetError as error:  # a special, oversized or malformed file, named
+            problems.append(str(error))
+            continue
         if "scenario" not in params:
             continue
         root = params.get("data_root", "data")
+        if not isinstance(params["scenario"], str) or params["scenario"] not in SCENARIOS or not isinstance(root, str):
+            problems.append(f"{path.name}: scenario={shorten(params['scenario'])} with data_root={shorten(root)} is no "
+                            f"scenario and folder (scenarios: {', '.join(SCENARIOS)})")
+            continue
         root = root if Path(root).is_absolute() else str(PACKAGE_ROOT / root)
         if (params["scenario"], root) in checked:  # several notebooks share a scenario: report it once
             continue

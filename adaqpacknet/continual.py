@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -22,13 +23,19 @@ from torch import Tensor, nn
 from . import metrics
 from .config import Config
 from .data import Scenario, build_scenario, check_data_available
+from .errors import ConfigError, shorten
 from .models import MultiHeadNet, body_parameter_count, build_model
 from .ownership import prunable_layers
 from .results import (
+    CHECKPOINT_PREFIX,
+    MAX_RUN_JSON_BYTES,
     SCHEMA_VERSION,
     CorruptFileError,
+    accuracy_matrix_problem,
+    checkpoint_fault,
     environment,
     load_checkpoint,
+    read_regular,
     save_checkpoint,
     write_json,
 )
@@ -36,6 +43,11 @@ from .training import TrainSettings, evaluate, pick_device
 
 # Settings that may differ between a run and its resumption without changing any result.
 RESUME_FREE_KEYS = ("progress", "device", "data_root", "download")
+
+
+def _seconds(value: Any) -> bool:
+    """Whether ``value`` is a duration a report can hold: a finite number of seconds, not negative."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def task_seed(seed: int, task_index: int) -> int:
@@ -78,11 +90,34 @@ STATE_BYTES_RULE = (
 
 
 def _same_json(path: Path, data: Any) -> bool:
-    """Whether ``path`` holds exactly ``data`` (after a JSON round trip); False if unreadable."""
+    """Whether ``path`` holds exactly ``data`` (after a JSON round trip); False if it is missing or
+    not JSON (it is written again). The run writes this file itself: a link, FIFO, device or folder
+    in its place, or a file past ``MAX_RUN_JSON_BYTES``, is refused with CorruptFileError."""
     try:
-        return json.loads(path.read_text()) == json.loads(json.dumps(data))
-    except (OSError, ValueError):
+        return json.loads(read_regular(path, MAX_RUN_JSON_BYTES, follow_symlinks=False)) == json.loads(json.dumps(data))
+    except CorruptFileError:
+        raise
+    except (FileNotFoundError, ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
         return False
+
+
+# Room for a safetensors header beyond the tensors' bytes: a fixed part and each tensor's entry
+# (name, dtype, shape, offsets: under 200 bytes for the package's names).
+HEADER_BYTES, HEADER_BYTES_PER_TENSOR = 64 << 10, 1 << 10
+
+
+def _layout_problem(tensors: dict[str, Tensor], expected: dict[str, Tensor], prefix: str) -> str | None:
+    """What differs between ``tensors`` and ``expected`` (names, shapes, dtypes), or None."""
+    for kind, names in (("missing", set(expected) - set(tensors)), ("unexpected", set(tensors) - set(expected))):
+        if names:
+            first = sorted(names)[:3]
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            return f"{kind} {', '.join(prefix + name for name in first)}{more}"
+    for key, want in expected.items():
+        got = tensors[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return f"{prefix}{key} is {got.dtype} {tuple(got.shape)}, expected {want.dtype} {tuple(want.shape)}"
+    return None
 
 
 class ContinualLearner(ABC):
@@ -108,8 +143,17 @@ class ContinualLearner(ABC):
         self.scenario = scenario_of(config) if scenario is None else scenario
         ratios = config.prune_ratios  # Config checks the length only when num_tasks is given
         if ratios is not None and len(ratios) not in (1, self.scenario.num_tasks):
-            raise ValueError(
+            raise ConfigError(
                 f"prune_ratios has {len(ratios)} entries for {self.scenario.num_tasks} tasks: give one ratio or one per task"
+            )
+        # Training drops the last partial batch: a task with fewer training images than a batch would
+        # take no gradient step and still report results. Config bounds batch_size by the nominal
+        # split sizes (config.smallest_train_split); the real ones are known only now, before any work.
+        smallest = min(len(task.train) for task in self.scenario.tasks)
+        if config.batch_size > smallest:
+            raise ConfigError(
+                f"batch_size={config.batch_size} is larger than the smallest training split of {config.scenario} "
+                f"({smallest} images): no gradient step would be taken; valid range 1..{smallest}"
             )
         torch.set_num_threads(config.cpu_threads)  # CPU numbers depend on it: Config.cpu_threads
         # Recorded when the run starts: the commit whose code runs, not whatever HEAD is at the end.
@@ -169,6 +213,35 @@ class ContinualLearner(ABC):
 
     def load_extra_tensors(self, tensors: dict[str, Tensor]) -> None:
         pass
+
+    def expected_model_state(self, done: int) -> dict[str, Tensor]:
+        """The network tensors a checkpoint after ``done`` tasks holds (``model_state`` then): their
+        names, shapes and dtypes, checked before any is loaded. Default: the whole network as built."""
+        return self.model.state_dict()
+
+    def extra_tensors_problem(self, tensors: dict[str, Tensor], per_task: list[dict[str, Any]]) -> str | None:
+        """What is wrong with the ``extra_tensors`` of a checkpoint whose task reports are
+        ``per_task`` (already checked), or None. Default: there are none."""
+        return f"unexpected tensors {', '.join('extra/' + k for k in sorted(tensors)[:3])}" if tensors else None
+
+    def extra_tensor_bytes_bound(self) -> int:
+        """The most bytes ``extra_tensors`` can hold after every task (``checkpoint_bytes_bound``)."""
+        return 0
+
+    def task_report_problem(self, report: dict[str, Any], index: int) -> str | None:
+        """What is wrong with a checkpoint's report of task ``index`` (0-based) for this learner's
+        ``results`` and later tasks, or None. Default: its ``timings``, summed by ``results``."""
+        timings = report.get("timings")
+        if not isinstance(timings, dict) or not all(_seconds(v) for v in timings.values()):
+            return "'timings' is not an object of finite non-negative seconds"
+        return None
+
+    def checkpoint_bytes_bound(self) -> int:
+        """The most bytes a checkpoint tensor file of this learner can need: the network as built
+        (every tensor ``model_state`` can hold, in its dtype), the method's extra state after the
+        last task and the safetensors header. A file past it is refused before it is read."""
+        state = self.model.state_dict()
+        return tensor_bytes(state.values()) + self.extra_tensor_bytes_bound() + HEADER_BYTES + HEADER_BYTES_PER_TENSOR * len(state)
 
     def method_results(self) -> dict[str, Any]:
         return {}
@@ -312,29 +385,22 @@ class ContinualLearner(ABC):
         save_checkpoint(directory, tensors, state, tag=f"task{len(self.per_task):03d}")
 
     def resume(self, directory: str | Path) -> int:
-        """Load the checkpoint in ``directory`` if there is one; returns the next task index."""
-        loaded = load_checkpoint(directory)
+        """Load the checkpoint in ``directory`` if there is one; returns the next task index.
+
+        Nothing is restored until all of it is checked (``load_checkpoint``, ``check_checkpoint``,
+        ``check_checkpoint_tensors``): a checkpoint that is not this run's, or not one this learner
+        could have written, raises CorruptFileError naming the file and the field, before any task
+        trains."""
+        loaded = load_checkpoint(directory, self.checkpoint_bytes_bound(), self.check_checkpoint)
         if loaded is None:
             return 0
         tensors, state = loaded
-        if state.get("schema_version") != SCHEMA_VERSION:
-            raise CorruptFileError(
-                f"the checkpoint in {directory} has schema version {state.get('schema_version')}; this package "
-                f"writes version {SCHEMA_VERSION}: delete {directory} to start over"
-            )
-        saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE_KEYS}
-        current = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE_KEYS}
-        if saved != current:
-            changed = sorted(k for k in current if saved.get(k) != current[k])
-            raise ValueError(
-                f"the checkpoint in {directory} was made with a different config (keys {changed}); "
-                f"use another output folder or delete it to start over"
-            )
-        done = int(state["tasks_done"])
+        done = state["tasks_done"]
         if not self.resumes_mid_run and 0 < done < self.scenario.num_tasks:
             # Nothing loaded: the learner stays as built, and the run goes as a fresh one would.
             print(f"{directory}: {type(self).__name__} cannot resume mid-run (its state outside the network is not saved); starting over", flush=True)
             return 0
+        self.check_checkpoint_tensors(tensors, state["per_task"], Path(directory) / state["tensors_file"])
         self.load_model_state({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
         self.load_extra_tensors({k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")})
         self.acc_matrix = state["acc_matrix"]
@@ -347,3 +413,45 @@ class ContinualLearner(ABC):
         self.environment = state["environment"]
         print(f"{'loaded finished run' if finished else 'resumed'} from {directory}: {done} task(s) already learned", flush=True)
         return done
+
+    def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        """Raise CorruptFileError naming ``path`` unless the checkpoint state (already of
+        ``CHECKPOINT_SCHEMA``) is one this run could have written: its schema version, this run's
+        config, a number of tasks this scenario has, the accuracy matrix of that many tasks for this
+        learner (``sequential`` or joint), the reports this learner reads and its tensor file's name."""
+        if state["schema_version"] != SCHEMA_VERSION:
+            raise checkpoint_fault(path, f"schema version {state['schema_version']}; this package writes version {SCHEMA_VERSION}")
+        saved = {k: v for k, v in state["config"].items() if k not in RESUME_FREE_KEYS}
+        current = {k: v for k, v in self.config.to_dict().items() if k not in RESUME_FREE_KEYS}
+        if saved != current:
+            changed = sorted(k for k in {*saved, *current} if saved.get(k, ...) != current.get(k, ...))
+            # Not corruption: a valid checkpoint of another config, never to be deleted on our word.
+            raise ConfigError(f"{path} was made with a different config (keys {shorten(changed)}): use another output folder")
+        done, tasks = state["tasks_done"], self.scenario.num_tasks
+        if done > tasks or (not self.sequential and done not in (0, tasks)):
+            allowed = f"0..{tasks}" if self.sequential else f"0 or {tasks} (joint training learns every task at once)"
+            raise checkpoint_fault(path, f"tasks_done={done}, but this scenario has {tasks} tasks (allowed: {allowed})")
+        problem = accuracy_matrix_problem(state["acc_matrix"], done, self.sequential)
+        if problem:
+            raise checkpoint_fault(path, problem)
+        for index, report in enumerate(state["per_task"]):
+            problem = self.task_report_problem(report, index)
+            if problem:
+                raise checkpoint_fault(path, f"per_task[{index}]: {problem}")
+        expected = f"{CHECKPOINT_PREFIX}task{done:03d}.safetensors"  # save_checkpoint's tag
+        if state["tensors_file"] != expected:
+            raise checkpoint_fault(path, f"tensors_file={shorten(state['tensors_file'])} is not {expected!r}, the file of {done} task(s)")
+
+    def check_checkpoint_tensors(self, tensors: dict[str, Tensor], per_task: list[dict[str, Any]], path: Path) -> None:
+        """Raise CorruptFileError naming ``path`` unless ``tensors`` are what ``save_checkpoint``
+        writes after the tasks of ``per_task``: the network's tensors by name, shape and dtype, and
+        the method's extra state (``extra_tensors_problem``)."""
+        model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        extra = {k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")}
+        stray = sorted(k for k in tensors if not k.startswith(("model/", "extra/")))
+        problem = (
+            f"unexpected tensors {', '.join(stray[:3])}" if stray
+            else _layout_problem(model, self.expected_model_state(len(per_task)), "model/") or self.extra_tensors_problem(extra, per_task)
+        )
+        if problem:
+            raise checkpoint_fault(path, problem)

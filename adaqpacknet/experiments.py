@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import ast
 import gc
-import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .config import Config, field_names, parse_override
+from .errors import ConfigError, shorten
 from .methods import variant
 from .results import profile_folder, read_json, resolve, write_json
 from .runs import on_shared_scenarios, load_learner, run_configs
@@ -18,6 +18,9 @@ from .task_inference import CRITERIA, check_class_incremental, class_incremental
 from .tuning import NO_TUNING, at_point, select_on_validation, tuning_grid
 
 NOTEBOOKS_DIR = resolve("notebooks")
+# Runs one notebook's parameters may ask for: the default profile has 201 in all, the paper's a few
+# hundred; a list of thousands of seeds is a mistake, and each run is validated (and later trained).
+MAX_NOTEBOOK_RUNS = 10_000
 NOTEBOOK_SCHEMA_VERSION = 4  # 4: 14 records its single-head tuning, tuning records say "edge"; 3: scenario notebooks record their classic strategies' tuning; 2: class-incremental inference names
 
 
@@ -39,7 +42,15 @@ def method_configs(
 ) -> list[Config]:
     """The Config of every (method, seed), methods outermost; every one is validated here. A method
     that ``tune`` names (``tuning_grid``) has one config per point of its grid and seed."""
+    for name, value in (("methods", methods), ("seeds", seeds)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}={shorten(value)} must be a list")
+    for method in methods:
+        variant(method)  # each a known name, before any is looked up
     grid = tuning_grid(tune, methods)
+    count = sum(len(grid.get(method, [{}])) for method in methods) * len(seeds)
+    if count > MAX_NOTEBOOK_RUNS:
+        raise ConfigError(f"{len(methods)} methods x {len(seeds)} seeds (and their tuning grids) make {count} runs; at most {MAX_NOTEBOOK_RUNS} are allowed")
     configs = []
     for method in methods:
         for point in grid.get(method, [{}]):
@@ -54,10 +65,12 @@ def per_scenario(
     """``(settings, methods)`` of each scenario of a notebook that runs several: ``settings`` with
     the scenario and the scenario's own Config changes (its network, its batch size); a scenario's
     ``methods`` entry replaces ``methods`` for that scenario."""
-    if not scenarios:
-        raise ValueError("scenarios={}: give at least one scenario and its Config changes")
+    if not isinstance(scenarios, Mapping) or not scenarios:
+        raise ConfigError(f"scenarios={shorten(scenarios)}: give at least one scenario and its Config changes")
     found = []
     for scenario, changes in scenarios.items():
+        if changes is not None and not isinstance(changes, Mapping):
+            raise ConfigError(f"scenarios[{shorten(scenario)}]={shorten(changes)} must map Config fields to values")
         changes = dict(changes or {})
         own_methods = changes.pop("methods", methods)
         found.append(({**settings, "scenario": scenario, **changes}, own_methods))
@@ -66,6 +79,8 @@ def per_scenario(
 
 def settings(overrides: list[str] | None = None, **fields: Any) -> dict[str, Any]:
     """Config fields from a notebook's parameters, plus ``"key=value"`` overrides for any other field."""
+    if overrides is not None and not isinstance(overrides, list):
+        raise ConfigError(f"overrides={shorten(overrides)} must be a list of 'key=value' strings")
     return {**fields, **dict(parse_override(o) for o in overrides or [])}
 
 
@@ -87,7 +102,7 @@ def class_incremental_runs(
     (``<classic>_single_head``) have one record, criterion ``"one_head"``.
     """
     if not inference:
-        raise ValueError(f"inference=[]: give one or more of {', '.join(CRITERIA)}, each alone or as <criterion>@<batch size>")
+        raise ConfigError(f"inference=[]: give one or more of {', '.join(CRITERIA)}, each alone or as <criterion>@<batch size>")
     for name in inference:
         parse_inference(name)
     for config in configs:
@@ -118,10 +133,10 @@ def notebook_defaults(stem: str) -> dict[str, Any]:
     """The values of a notebook's ``parameters`` cell (the one papermill executes), by name."""
     path = NOTEBOOKS_DIR / f"{stem}.ipynb"
     if not path.is_file():
-        raise ValueError(f"no notebook {path} for parameter file {stem}.yaml")
-    cells = [c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        raise ConfigError(f"no notebook {path} for parameter file {shorten(stem)}.yaml")
+    cells = [c for c in read_json(path)["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise ValueError(f"{path} has {len(cells)} cells tagged 'parameters'; it needs exactly one")
+        raise ConfigError(f"{path} has {len(cells)} cells tagged 'parameters'; it needs exactly one")
     defaults = {}
     for node in ast.parse("".join(cells[0]["source"])).body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
@@ -151,20 +166,22 @@ def sparsity_configs(
     """``(variant, config)`` of every scenario x variant x seed of the sparsity ablation, each config
     validated here: Ada-QPacknet on ``settings``, then the scenario's own changes (its network,
     batch size), then the variant's (``{"capacity_rule": "budget"}``, ``{"population": 4}``, ...)."""
-    if not variants or not seeds:
-        raise ValueError(f"the ablation needs variants and seeds (got {len(variants)}, {len(seeds)})")
+    if not isinstance(variants, Mapping) or not variants or not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(f"the ablation needs a mapping of variants and a list of seeds (got {shorten(variants)}, {shorten(seeds)})")
     found = []
     extra = sorted({key for changes in scenarios.values() for key in (changes or {}) if key == "methods"})
     if extra:
-        raise ValueError(f"the sparsity ablation runs Ada-QPacknet only: a scenario's {extra} would be ignored; remove them")
+        raise ConfigError(f"the sparsity ablation runs Ada-QPacknet only: a scenario's {extra} would be ignored; remove them")
     for scenario_settings, _ in per_scenario(settings, scenarios):
         scenario = scenario_settings["scenario"]
         for name, changes in variants.items():
+            if changes is not None and not isinstance(changes, Mapping):
+                raise ConfigError(f"variant {shorten(name)}={shorten(changes)} must map Config fields to values")
             merged = {**scenario_settings, **(changes or {})}
             try:
                 configs = method_configs(["ada_qpacknet"], list(seeds), merged)
             except ValueError as error:
-                raise ValueError(f"scenario {scenario!r}, variant {name!r}: {error}") from None
+                raise ConfigError(f"scenario {shorten(scenario)}, variant {shorten(name)}: {error}") from None
             found.extend((name, config) for config in configs)
     return found
 

@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import experiments, methods, runs
-from .config import Config
+from .config import IMAGES_PER_CLASS, Config, load_parameter_file, task_sources
 from .data import SCENARIOS
-from .results import CorruptFileError, code_version, profile_folder, read_json, resolve, write_json
+from .errors import ConfigError, shorten
+from .results import PROFILE_NAME, CorruptFileError, code_version, profile_folder, read_json, resolve, write_json
 
 PARAMS_ROOT = "notebooks/params"
 REPORT_PREFIX = "9"  # 90_tables, 91_figures: they read every experiment notebook's results
@@ -117,10 +117,7 @@ class Plan:
 
 
 # --- cluster resources of a run (SLURM's -t and --mem): estimates, sized with room to spare ------
-# Training images per class of each source (the published training splits), before the validation
-# split: with the scenario's classes per task, a task's size without reading the data.
-IMAGES_PER_CLASS = {"mnist": 6000, "fashion_mnist": 6000, "cifar10": 5000, "cifar100": 500, "svhn": 7326,
-                    "notmnist": 1873, "tinyimagenet": 500, "digits": 180}
+# Training images per class of each source: config.IMAGES_PER_CLASS (Config's batch_size bound reads it too).
 TEST_IMAGES_PER_CLASS = {"mnist": 1000, "fashion_mnist": 1000, "cifar10": 1000, "cifar100": 100, "svhn": 2603,
                          "notmnist": 468, "tinyimagenet": 50, "digits": 0}
 # Milliseconds per gradient step of each protocol network at its protocol batch (10-256) on one
@@ -144,10 +141,10 @@ def run_resources(config: Config) -> dict[str, int]:
     spec = SCENARIOS[config.scenario]
     tasks = config.num_tasks or spec.num_tasks
     model = spec.default_model if config.model == "auto" else config.model
-    sources = spec.sources if spec.kind == "multi_dataset" else spec.sources * tasks
+    sources = task_sources(config.scenario, tasks)
     channels, height, width = spec.input_shape
-    per_task = [IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources[:tasks]]
-    test = [TEST_IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources[:tasks]]
+    per_task = [IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources]
+    test = [TEST_IMAGES_PER_CLASS[s] * spec.classes_per_task for s in sources]
     train = [round(n * (1 - spec.val_fraction)) for n in per_task]
     method = methods.spec(config.method)
     passes = config.population if method.searches else 1  # every candidate trains
@@ -178,33 +175,75 @@ def family(config: Config) -> str:
 
 def runs_root(profile: str) -> Path:
     """Where a profile's runs live: ``runs/<profile>`` under the repository root (as the notebooks have it)."""
-    return profile_folder("runs", profile)
+    return profile_folder("runs", profile_name(profile))
+
+
+def profile_name(profile: Any) -> str:
+    """``profile`` if it is a profile name (``results.profile_folder``'s rule: letters, digits,
+    '_', '.', '-'), else ConfigError naming it: a name that reaches a path or a shell command."""
+    profile_folder("runs", profile)
+    return profile
+
+
+# What a root folder may not hold: Snakemake reads braces in a file pattern as wildcards, and a
+# control character (a newline) would cut a command or a log line. Everything else is quoted.
+_NOT_IN_A_PATH = re.compile(r"[{}\x00-\x1f\x7f]")
+
+
+def folder_path(name: str, value: Any) -> str:
+    """``value`` if it is a folder path (absolute or relative, spaces and '..' allowed) without
+    braces or control characters, else ConfigError naming ``name``: the workflow's roots
+    (``params_root``, ``results_root``) reach file patterns and shell commands (quoted there)."""
+    if not isinstance(value, str) or not value.strip() or _NOT_IN_A_PATH.search(value):
+        raise ConfigError(f"{name}={shorten(value)} is not a folder path: no braces, no control characters")
+    return value
 
 
 def notebook_parameters(stem: str, params_dir: Path) -> dict[str, Any]:
-    """A notebook's defaults overridden by its parameter file; unknown names are an error."""
+    """A notebook's defaults overridden by its parameter file (``config.load_parameter_file``);
+    unknown names, and values of another kind than the notebook's default (a list for a mapping),
+    are an error naming the file."""
     defaults = experiments.notebook_defaults(stem)
     path = params_dir / f"{stem}.yaml"
-    given = yaml.safe_load(path.read_text()) or {}
+    given = load_parameter_file(path)
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(f"{path}: {unknown} are not parameters of notebooks/{stem}.ipynb (it has {sorted(defaults)})")
+        raise ConfigError(f"{path}: {shorten(unknown)} are not parameters of notebooks/{stem}.ipynb (it has {sorted(defaults)})")
+    for name, value in given.items():
+        expected = _kind(defaults[name])
+        if expected is not None and value is not None and not isinstance(value, expected):
+            raise ConfigError(
+                f"{path}: {name}={shorten(value)} has type {type(value).__name__}; notebooks/{stem}.ipynb takes "
+                f"{' or '.join(t.__name__ for t in expected)}"
+            )
     return {**defaults, **given}
+
+
+def _kind(default: Any) -> tuple[type, ...] | None:
+    """The types a parameter may take, from its notebook default: its containers stay containers
+    (a mapping stays a mapping), a number a number; a default of None says nothing."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, (int, float)):
+        return (int, float)
+    return (type(default),)
 
 
 def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
     """Every run of ``profile`` (each config validated), and the runs each notebook reads.
 
-    Raises ValueError naming the profile folder, the parameter file or the bad value.
+    Raises ConfigError (a ValueError) naming the profile folder, the parameter file or the bad value.
     """
     root = resolve(params_root)
-    params_dir = root / profile
+    params_dir = root / profile_name(profile)  # a name, not a path: it must not lead elsewhere
     if not params_dir.is_dir():
         choices = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        raise ValueError(f"no profile {profile!r}: {params_dir} does not exist (profiles: {', '.join(choices) or 'none'})")
+        raise ConfigError(f"no profile {profile!r}: {params_dir} does not exist (profiles: {', '.join(choices) or 'none'})")
     stems = sorted(p.stem for p in params_dir.glob("*.yaml"))
     if not stems:
-        raise ValueError(f"profile {profile!r} has no parameter files in {params_dir}")
+        raise ConfigError(f"profile {profile!r} has no parameter files in {params_dir}")
     readers: dict[str, list[str]] = {}
     configs: dict[str, Config] = {}
     notebooks: dict[str, tuple[str, ...]] = {}
@@ -213,8 +252,10 @@ def plan(profile: str, params_root: str | Path = PARAMS_ROOT) -> Plan:
         planner = experiments.PLANNERS.get(stem)
         try:
             planned = planner(parameters) if planner else []
-        except (ValueError, KeyError) as error:
-            raise ValueError(f"{params_dir / stem}.yaml: {error}") from None
+        except ValueError as error:  # ConfigError: it names the value
+            raise ConfigError(f"{params_dir / stem}.yaml: {error}") from None
+        except (KeyError, TypeError, AttributeError) as error:  # a value of the wrong shape deeper in (a list of lists)
+            raise ConfigError(f"{params_dir / stem}.yaml: a parameter has the wrong shape ({type(error).__name__}: {shorten(str(error))})") from None
         ids = []
         for config in planned:
             run_id = runs.run_dir(config, runs_root(profile)).relative_to(runs_root(profile)).as_posix()
@@ -271,22 +312,25 @@ def read_batch(path: str | Path, batch_id: str) -> tuple[str, list[Run]]:
     validated again; a missing or malformed file, or an unknown batch, is an error naming it."""
     path = resolve(path)
     if not path.is_file():
-        raise ValueError(f"no plan file {path}: the workflow writes it (workflow/Snakefile), or use --profile")
+        raise ConfigError(f"no plan file {path}: the workflow writes it (workflow/Snakefile), or use --profile")
     data = read_json(path)
     try:
         if data["schema_version"] != PLAN_SCHEMA:
-            raise CorruptFileError(f"{path} has plan schema {data['schema_version']!r}; this package reads {PLAN_SCHEMA}")
+            raise CorruptFileError(f"{path} has plan schema {shorten(data['schema_version'])}; this package reads {PLAN_SCHEMA}")
         profile, batches = data["profile"], data["batches"]
         if batch_id not in batches:
-            raise ValueError(f"{path} has no batch {batch_id!r} ({len(batches)} batches)")
-        found = [Run(entry["id"], Config.from_dict(entry["config"]), ()) for entry in batches[batch_id]]
-        root = runs_root(profile)
+            raise ConfigError(f"{path} has no batch {shorten(batch_id)} ({len(batches)} batches)")
+        try:
+            found = [Run(entry["id"], Config.from_dict(entry["config"]), ()) for entry in batches[batch_id]]
+            root = runs_root(profile)
+        except ConfigError as error:  # the file's config or profile, not the caller's
+            raise CorruptFileError(f"{path}: {error}") from None
         for run in found:  # a run trains into the folder its config names, whatever the file says
             if runs.run_dir(run.config, root).relative_to(root).as_posix() != run.id:
-                raise CorruptFileError(f"{path}: run {run.id!r} does not name its config's folder")
+                raise CorruptFileError(f"{path}: run {shorten(run.id)} does not name its config's folder")
         return profile, found
     except (KeyError, TypeError, AttributeError) as error:
-        raise CorruptFileError(f"{path} is not a plan file ({type(error).__name__}: {error})") from None
+        raise CorruptFileError(f"{path} is not a plan file ({type(error).__name__}: {shorten(str(error))})") from None
 
 
 def find_batch(profile: str, batch_id: str, params_root: str | Path = PARAMS_ROOT) -> list[Run]:
@@ -294,8 +338,8 @@ def find_batch(profile: str, batch_id: str, params_root: str | Path = PARAMS_ROO
     planned = plan(profile, params_root)
     if batch_id not in planned.batches:
         shown = ", ".join(list(planned.batches)[:5]) + (" ..." if len(planned.batches) > 5 else "")
-        raise ValueError(
-            f"profile {profile!r} has no batch {batch_id!r} ({len(planned.batches)} batches: {shown}); "
+        raise ConfigError(
+            f"profile {profile!r} has no batch {shorten(batch_id)} ({len(planned.batches)} batches: {shown}); "
             f"list them with `python -m adaqpacknet runs {profile} --batches`"
         )
     return [planned.runs[run_id] for run_id in planned.batches[batch_id]]
@@ -306,8 +350,8 @@ def find_run(profile: str, run_id: str, params_root: str | Path = PARAMS_ROOT) -
     planned = plan(profile, params_root).runs
     if run_id not in planned:
         shown = ", ".join(list(planned)[:5]) + (" ..." if len(planned) > 5 else "")
-        raise ValueError(
-            f"profile {profile!r} has no run {run_id!r} ({len(planned)} runs: {shown}); "
+        raise ConfigError(
+            f"profile {profile!r} has no run {shorten(run_id)} ({len(planned)} runs: {shown}); "
             f"list them with `python -m adaqpacknet runs {profile}`"
         )
     return planned[run_id]

@@ -38,10 +38,10 @@ from .ownership import (
     show_task,
     show_training,
 )
-from .packing import PACKED_FILE, PROBES_FILE, PackedNetwork, pack, probe_batch
+from .packing import PACKED_FILE, PROBE_SIZE, PROBES_FILE, PackedNetwork, pack, probe_batch
 from .pruning import budget_prune_ratios, magnitude_keep_mask, sample_prune_ratios
 from .quantization import BitSearchResult, search_bit_widths
-from .results import write_bytes
+from .results import checkpoint_fault, write_bytes
 from .training import evaluate, fit, load_trainable_state, trainable_state
 
 FLOAT_BITS = 32
@@ -368,6 +368,63 @@ class AdaQPacknet(ContinualLearner):
     def load_extra_tensors(self, tensors: dict[str, Tensor]) -> None:
         self.codebooks = {k[len("codebook/"):]: v for k, v in tensors.items() if k.startswith("codebook/")}
         self.probe_logits = {int(k[len("probe/"):]): v for k, v in tensors.items() if k.startswith("probe/")}
+
+    # --- what a checkpoint may hold (checked before anything is restored: ContinualLearner.resume) ---
+
+    def _coded_layers(self) -> list[str]:
+        """The names of a task's ``layer_bits`` and codebooks: every body layer, the head and its bias."""
+        return [*self.layer_names, HEAD, HEAD_BIAS]
+
+    def task_report_problem(self, report: dict[str, Any], index: int) -> str | None:
+        """Beyond the timings: the bit widths ``pack`` codes each layer with (32 without a quantiser,
+        else min_bits..max_bits) and the owned weights ``method_results`` counts."""
+        cfg, sizes = self.config, self.layer_sizes()
+        widths = range(FLOAT_BITS, FLOAT_BITS + 1) if cfg.quantizer == "none" else range(cfg.min_bits, cfg.max_bits + 1)
+        bits, owned = report.get("layer_bits"), report.get("owned_weights")
+        if not isinstance(bits, dict) or sorted(bits) != sorted(self._coded_layers()) or not all(
+            type(b) is int and b in widths for b in bits.values()
+        ):
+            return f"'layer_bits' is not a bit width in {widths.start}..{widths.stop - 1} for each of {self._coded_layers()}"
+        if not isinstance(owned, dict) or sorted(owned) != sorted(sizes) or not all(
+            type(n) is int and 0 <= n <= sizes[name] for name, n in owned.items()
+        ):
+            return f"'owned_weights' is not a count of weights for each of {list(sizes)}"
+        return super().task_report_problem(report, index)
+
+    def extra_tensors_problem(self, tensors: dict[str, Tensor], per_task: list[dict[str, Any]]) -> str | None:
+        """The codebooks of every (task, layer) ``pack`` reads (none without a quantiser), 1-D float32
+        of at most 2^bits levels, and each task's probe logits, float32 (probe samples, classes)."""
+        expected: dict[str, tuple[tuple[int, ...], int]] = {}  # name -> (shape, most rows when a codebook)
+        if self.config.quantizer != "none":
+            for task, report in enumerate(per_task, start=1):
+                expected.update({f"codebook/{task}/{name}": ((), 2 ** report["layer_bits"][name]) for name in self._coded_layers()})
+        for index in range(len(per_task)):
+            rows = min(PROBE_SIZE, len(self.scenario.tasks[index].test))
+            expected[f"probe/{index}"] = ((rows, self.scenario.classes_per_task[index]), 0)
+        names = sorted(set(tensors) ^ set(expected))
+        if names:
+            return f"the extra tensors are not this run's: {'missing' if names[0] in expected else 'unexpected'} extra/{names[0]}"
+        for name, (shape, levels) in expected.items():
+            tensor = tensors[name]
+            fits = tensor.dim() == 1 and tensor.numel() <= levels if levels else tuple(tensor.shape) == shape
+            if tensor.dtype != torch.float32 or not fits:
+                wanted = f"1-D of at most {levels} levels" if levels else f"of shape {shape}"
+                return f"extra/{name} is {tensor.dtype} {tuple(tensor.shape)}, expected float32 {wanted}"
+        return None
+
+    def check_checkpoint_tensors(self, tensors: dict[str, Tensor], per_task: list[dict[str, Any]], path: Path) -> None:
+        """Beyond the layout: every owner map names only the tasks done (0 = free, 1..done)."""
+        super().check_checkpoint_tensors(tensors, per_task, path)
+        for name, owner in tensors.items():
+            if name.endswith(".owner") and owner.numel() and int(owner.max()) > len(per_task):
+                raise checkpoint_fault(path, f"{name} names task {int(owner.max())}, but {len(per_task)} task(s) are done")
+
+    def extra_tensor_bytes_bound(self) -> int:
+        """Codebooks of at most 2^max_bits float32 levels per (task, layer) and the probe logits."""
+        tasks, layers = self.scenario.num_tasks, len(self._coded_layers())
+        codebooks = 0 if self.config.quantizer == "none" else tasks * layers * 4 * 2**self.config.max_bits
+        probes = 4 * PROBE_SIZE * sum(self.scenario.classes_per_task)
+        return codebooks + probes + 1024 * tasks * (layers + 1)  # + each tensor's header entry
 
     def storage(self) -> tuple[int, str]:
         # One rule for every owner-map method (PackNet too): its packed file, measured on disk.

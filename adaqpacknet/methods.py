@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-# This module imports nothing of the package (Config, every learner and the tables read it): the
-# annotations Config, ContinualLearner and Scenario name adaqpacknet.config.Config,
-# adaqpacknet.continual.ContinualLearner and adaqpacknet.data.Scenario, never evaluated.
+from .errors import ConfigError, shorten
+
+# This module imports nothing else of the package at load (Config, every learner and the tables
+# read it): the annotations Config, ContinualLearner and Scenario name adaqpacknet.config.Config,
+# adaqpacknet.continual.ContinualLearner and adaqpacknet.data.Scenario, never evaluated; a bad
+# name is shown by errors.shorten.
 
 
 def _plain(tasks_before: float) -> float:
@@ -53,7 +56,7 @@ class MethodSpec:
     memory_field: tuple[str, bool] | None = None
     # Cost per gradient step relative to plain training, t = tasks learned before (grid.run_resources).
     step_factor: Callable[[float], float] = _plain
-    # The method's own Config rules beyond its traits (raise ValueError naming the field).
+    # The method's own Config rules beyond its traits (raise ConfigError naming the field).
     check: Callable[["Config"], None] | None = None
 
     @property
@@ -64,12 +67,12 @@ class MethodSpec:
 
 def _check_packnet(config: "Config") -> None:
     if config.population != 1:
-        raise ValueError(
+        raise ConfigError(
             f"method='packnet' trains one network per task with its fixed ratio, but population={config.population}: "
             f"set population=1"
         )
     if config.quantizer != "none":
-        raise ValueError(
+        raise ConfigError(
             f"method='packnet' keeps float32 weights, but quantizer={config.quantizer!r}: set quantizer='none' "
             f"(Ada-QPacknet with one fixed ratio and quantisation is method='ada_qpacknet', population=1, r_min=r_max)"
         )
@@ -77,10 +80,10 @@ def _check_packnet(config: "Config") -> None:
 
 def _check_avalanche_packnet(config: "Config") -> None:
     if config.finetune_epochs < 1:
-        raise ValueError("method='avalanche_packnet' prunes before its post-prune epochs: finetune_epochs must be >= 1")
+        raise ConfigError("method='avalanche_packnet' prunes before its post-prune epochs: finetune_epochs must be >= 1")
     if config.weight_decay > 0:
         # avalanche adds weight decay after its gradient mask: frozen weights would shrink.
-        raise ValueError(f"method='avalanche_packnet' needs weight_decay=0 (got {config.weight_decay}): it would move frozen weights")
+        raise ConfigError(f"method='avalanche_packnet' needs weight_decay=0 (got {config.weight_decay}): it would move frozen weights")
 
 
 _CLASSIC = "adaqpacknet.classic:ClassicStrategy"
@@ -126,8 +129,8 @@ SINGLE_HEAD = "_single_head"  # suffix of the class-incremental variants' labels
 
 def spec(method: str) -> MethodSpec:
     """The spec of ``method`` (a ``Config.method``); an unknown name is an error naming the choices."""
-    if method not in SPECS:
-        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in SPECS:
+        raise ConfigError(f"unknown method {shorten(method)}; valid choices: {', '.join(METHODS)}")
     return SPECS[method]
 
 
@@ -144,7 +147,7 @@ def check_learner(learner: ContinualLearner, config: Config) -> None:
     own = next((cls.__name__ for cls in type(learner).__mro__ if cls.__name__ in registered), type(learner).__name__)
     if spec(config.method).learner.split(":")[1] != own:
         served = [name for name, s in SPECS.items() if s.learner.split(":")[1] == own]
-        raise ValueError(f"{own} runs method {' or '.join(map(repr, served)) or 'none of the registry'}, not {config.method!r}")
+        raise ConfigError(f"{own} runs method {' or '.join(map(repr, served)) or 'none of the registry'}, not {config.method!r}")
 
 
 def learner_for(config: Config, scenario: Scenario | None = None) -> ContinualLearner:
@@ -194,6 +197,8 @@ HEADLINE = ("ada_qpacknet", "ada_qpacknet_budget", "ada_qpacknet_budget_p1", "pa
 
 def variant(name: str) -> Mapping[str, Any]:
     """The Config changes of variant ``name``; an unknown name is an error naming the choices."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown method {name!r}; valid choices: {', '.join(VARIANTS)}")
+    if not isinstance(name, str) or name not in VARIANTS:
+        raise ConfigError(f"unknown method {shorten(name)}; valid choices: {', '.join(VARIANTS)}")
     return VARIANTS[name]
+
+

@@ -18,10 +18,11 @@ per symbol of the alphabet), or a uniform model where that count table would cos
 saves (a task's 10 head biases, say). The bound it is measured against is the streams' empirical
 order-0 entropy, sum_s n_s H(p_s), plus the codebooks.
 
-Loading: ``PackedNetwork.load(path)`` checks the file, decodes every stream once into one dense
-float32 tensor per layer (each weight has one owner, so one tensor holds every task's values), and
-builds task t's network on first use: the weights owned by tasks 1..t (or t alone, see above) and
-head t, cached.
+Loading: ``PackedNetwork.load(path)`` checks the file (a regular file; its header, what it declares
+and what its payload pays for, bounded before anything is built: ``MAX_*``,
+``WEIGHTS_PER_PAYLOAD_BIT``), decodes every stream once into one dense float32 tensor per layer
+(each weight has one owner, so one tensor holds every task's values), and builds task t's network on
+first use: the weights owned by tasks 1..t (or t alone, see above) and head t, cached.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ import safetensors.numpy
 import torch
 from torch import Tensor, nn
 
+from .errors import shorten
 from .models import MODELS, HEAD, HEAD_BIAS, MultiHeadNet, build_model
 from .ownership import MAX_TASKS, owner_maps, prunable_layers, raw_weight, task_view
-from .results import CorruptFileError
+from .results import CorruptFileError, open_regular
 from .training import loader
 
 FORMAT = "adaqpacknet-packed"
@@ -78,6 +80,24 @@ MAX_BODY_WEIGHTS = 1 << 25  # 128 MiB of float32 values once decoded
 MAX_INPUT_SIDE = 1024  # channels, height and width
 MAX_CLASSES = 100_000  # per task
 MAX_ABS_VALUE = 1e4  # a weight, bias or codebook level; real ones are within +-100
+# The safetensors header (JSON): the metadata and one entry per tensor. The longest a real one gets
+# is ~5 KB: classes_per_task for MAX_TASKS tasks (255 x at most 7 characters), the layer shapes of
+# the deepest network (~20 layers x ~40 characters), the config keys, the coder string and 7 tensor
+# entries of ~100 characters; real files have 1.0-1.3 KB. 64 KiB leaves a wide margin and keeps a
+# header that claims megabytes from being read or parsed at all.
+MAX_HEADER_BYTES = 64 << 10
+# Cost of loading bounded by the file's size: every weight the architecture declares (body weights,
+# free ones too, and every task's head) is decoded, placed and held in memory, so the payload (the
+# coded streams, count tables and codebooks or float weights) must pay at least one bit per
+# WEIGHTS_PER_PAYLOAD_BIT declared weights. Measured on the package's files (payload bits per
+# declared weight): 1.35-4.7 for Ada-QPacknet on split/permuted digits (MLP, small_conv,
+# tinyimagenet_conv), 17-25 for float storage, 0.091-0.17 for networks pruned by 99% with 1-bit codes
+# (r_min=r_max=0.99, max_bits=1), the cheapest any config gives in practice. The bound, 1/64 = 0.016
+# bits, is 86x below the default-config files and 5.8x below those extremes. A file that passes costs
+# at most ~20 bytes of memory per declared weight (~10,000 per payload byte) and time linear in its
+# weights: a 67 KB file at the bound declaring MAX_BODY_WEIGHTS free weights loads in ~1 s, ~290 MiB.
+WEIGHTS_PER_PAYLOAD_BIT = 64
+_PAYLOAD_TENSORS = ("ans", "symbol_counts", "codebooks", "float_weights")
 
 
 class PackedFileError(CorruptFileError):
@@ -435,13 +455,7 @@ class PackedNetwork(nn.Module):
         a file written for another network is refused.
         """
         path = Path(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise PackedFileError(f"{path}: {size} bytes is more than a packed file may have ({MAX_FILE_BYTES})")
-            blob = path.read_bytes()
-        except OSError as error:
-            raise PackedFileError(f"{path}: cannot be read ({error})") from error
+        blob = _read_packed(path)
         meta = _checked_metadata(path, blob)
         try:
             tensors = safetensors.numpy.load(blob)
@@ -452,6 +466,7 @@ class PackedNetwork(nn.Module):
             raise PackedFileError(
                 f"{path} holds a network of another architecture: {_describe(architecture)}; expected {_describe(expected_architecture)}"
             )
+        _check_payload(path, tensors, architecture)
         layers = _template_layers(path, architecture, num_tasks)
         _check_tensors(path, tensors, architecture, num_tasks, quantized, layers)
         try:
@@ -509,9 +524,35 @@ class PackedNetwork(nn.Module):
 
 def _describe(architecture: dict[str, Any]) -> str:
     return (
-        f"{architecture.get('model')} for inputs {architecture.get('input_shape')}, "
-        f"layers {architecture.get('layers')}"
+        f"{shorten(architecture.get('model'))} for inputs {shorten(architecture.get('input_shape'))}, "
+        f"layers {shorten(architecture.get('layers'))}"
     )
+
+
+def _read_packed(path: Path) -> bytes:
+    """The bytes of the packed file at ``path``: a regular file (no FIFO, device or socket, so
+    nothing blocks or grows without end) of at most MAX_FILE_BYTES, whose header length (the first
+    8 bytes) is at most MAX_HEADER_BYTES, checked before the rest is read."""
+    try:
+        with open_regular(path, MAX_FILE_BYTES) as handle:
+            start = handle.read(8)
+            if len(start) == 8:
+                (length,) = struct.unpack("<Q", start)
+                if length > MAX_HEADER_BYTES:
+                    raise PackedFileError(
+                        f"{path}: the header claims {length} bytes; a packed file's header has at most {MAX_HEADER_BYTES} "
+                        f"(real ones ~1 KB): the file is corrupt or not a packed file"
+                    )
+            blob = start + handle.read(MAX_FILE_BYTES + 1 - len(start))
+    except PackedFileError:
+        raise
+    except CorruptFileError as error:  # open_regular's: a special file or one too large, named
+        raise PackedFileError(str(error)) from None
+    except OSError as error:
+        raise PackedFileError(f"{path}: cannot be read ({error})") from error
+    if len(blob) > MAX_FILE_BYTES:
+        raise PackedFileError(f"{path} grew past {MAX_FILE_BYTES} bytes while it was read")
+    return blob
 
 
 def _checked_metadata(path: Path, blob: bytes) -> dict[str, str]:
@@ -528,10 +569,10 @@ def _checked_metadata(path: Path, blob: bytes) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise PackedFileError(f"{path}: the header is not valid ({error}); the file is corrupt or not a packed file") from error
     if meta.get("format") != FORMAT:
-        raise PackedFileError(f"{path} is not a packed network (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise PackedFileError(f"{path} is not a packed network (format {shorten(meta.get('format'))}, expected {FORMAT!r})")
     if meta.get("format_version") != str(FORMAT_VERSION):
         raise PackedFileError(
-            f"{path} has format version {meta.get('format_version')!r}; this package reads version {FORMAT_VERSION}"
+            f"{path} has format version {shorten(meta.get('format_version'))}; this package reads version {FORMAT_VERSION}"
         )
     stored = meta.get(_CHECKSUM_KEY)
     start = _checksum_offset(header, stored) if isinstance(stored, str) else None
@@ -564,19 +605,21 @@ def _checked_records(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], 
         if not isinstance(records[field], dict):
             raise fault(field, "is not a JSON object")
     num_tasks = meta.get("num_tasks", "")
-    if not (num_tasks.isascii() and num_tasks.isdigit() and 1 <= int(num_tasks) <= MAX_TASKS):
-        raise fault("num_tasks", f"is {num_tasks!r}; expected a whole number in 1..{MAX_TASKS}")
+    # The length first: int() refuses a string of thousands of digits with its own ValueError.
+    if not (len(num_tasks) <= 3 and num_tasks.isascii() and num_tasks.isdigit() and 1 <= int(num_tasks) <= MAX_TASKS):
+        raise fault("num_tasks", f"is {shorten(num_tasks)}; expected a whole number in 1..{MAX_TASKS}")
     if meta.get("storage") not in ("quantized", "float32"):
-        raise fault("storage", f"is {meta.get('storage')!r}; expected 'quantized' or 'float32'")
+        raise fault("storage", f"is {shorten(meta.get('storage'))}; expected 'quantized' or 'float32'")
+    _check_config_record(path, records["config"])
     arch = records["architecture"]
     expected = {"model", "input_shape", "classes_per_task", "layers", "feature_dim"}
     if set(arch) != expected:
-        raise fault("architecture", f"has keys {sorted(arch)}; expected {sorted(expected)}")
+        raise fault("architecture", f"has keys {shorten(sorted(arch))}; expected {sorted(expected)}")
     if arch["model"] not in MODELS:
-        raise fault("architecture.model", f"is {arch['model']!r}; valid choices: {', '.join(MODELS)}")
+        raise fault("architecture.model", f"is {shorten(arch['model'])}; valid choices: {', '.join(MODELS)}")
     shape = arch["input_shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(d, 1, MAX_INPUT_SIDE) for d in shape)):
-        raise fault("architecture.input_shape", f"is {shape!r}; expected [C, H, W], each in 1..{MAX_INPUT_SIDE}")
+        raise fault("architecture.input_shape", f"is {shorten(shape)}; expected [C, H, W], each in 1..{MAX_INPUT_SIDE}")
     classes = arch["classes_per_task"]
     if not (isinstance(classes, list) and len(classes) == int(num_tasks) and all(_is_int(c, 1, MAX_CLASSES) for c in classes)):
         raise fault("architecture.classes_per_task", f"is not {num_tasks} class counts in 1..{MAX_CLASSES}")
@@ -586,10 +629,40 @@ def _checked_records(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], 
     if sum(math.prod(v) for v in layers.values()) > MAX_BODY_WEIGHTS:
         raise fault("architecture.layers", f"declares more than {MAX_BODY_WEIGHTS} body weights")
     if not _is_int(arch["feature_dim"], 1, MAX_BODY_WEIGHTS):
-        raise fault("architecture.feature_dim", f"is {arch['feature_dim']!r}; expected a positive whole number")
+        raise fault("architecture.feature_dim", f"is {shorten(arch['feature_dim'])}; expected a positive whole number")
     if sum(classes) * arch["feature_dim"] > MAX_BODY_WEIGHTS:
         raise fault("architecture.classes_per_task", f"declares more than {MAX_BODY_WEIGHTS} head weights")
     return arch, records["config"], int(num_tasks), meta["storage"] == "quantized"
+
+
+def _check_payload(path: Path, tensors: dict[str, np.ndarray], architecture: dict[str, Any]) -> None:
+    """Refuse a file whose payload cannot pay for the weights its architecture declares
+    (``WEIGHTS_PER_PAYLOAD_BIT``), from the checked architecture record alone: before anything is
+    built, allocated or decoded, so that a small file cannot make loading take gigabytes."""
+    body = sum(math.prod(shape) for shape in architecture["layers"].values())
+    heads = sum(architecture["classes_per_task"]) * (architecture["feature_dim"] + 1)
+    paid_bits = 8 * sum(int(tensors[name].nbytes) for name in _PAYLOAD_TENSORS if name in tensors)
+    if body + heads > WEIGHTS_PER_PAYLOAD_BIT * paid_bits:
+        raise PackedFileError(
+            f"{path}: declares {body + heads} weights ({body} body weights, free ones included, and {heads} head "
+            f"weights) but its payload of {paid_bits // 8} bytes pays for at most {WEIGHTS_PER_PAYLOAD_BIT * paid_bits} "
+            f"(one bit per {WEIGHTS_PER_PAYLOAD_BIT} weights); the file is corrupt or crafted"
+        )
+
+
+def _check_config_record(path: Path, config: dict[str, Any]) -> None:
+    """The config record holds what ``pack`` writes: REBUILD_KEYS and VIEW_KEYS, each a JSON scalar
+    (their values are checked as a Config where the data is rebuilt), ``reuse_frozen`` a bool: it
+    decides which weights each task's network reads."""
+    allowed = {*REBUILD_KEYS, *VIEW_KEYS}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise PackedFileError(f"{path}: metadata field 'config' has keys {shorten(unknown)}; a packed file keeps only {sorted(allowed)}")
+    for key, value in config.items():
+        if not (value is None or isinstance(value, (bool, int, float, str))):
+            raise PackedFileError(f"{path}: metadata field 'config.{key}' is {shorten(value)}; expected a number, a string or null")
+    if not isinstance(config.get("reuse_frozen", True), bool):
+        raise PackedFileError(f"{path}: metadata field 'config.reuse_frozen' is {shorten(config['reuse_frozen'])}; expected true or false")
 
 
 def _template_layers(path: Path, architecture: dict[str, Any], num_tasks: int) -> list[str]:
@@ -603,7 +676,7 @@ def _template_layers(path: Path, architecture: dict[str, Any], num_tasks: int) -
     built = {name: list(layer.weight.shape) for name, layer in prunable_layers(template).items()}
     if built != architecture["layers"] or template.feature_dim != architecture["feature_dim"]:
         raise PackedFileError(
-            f"{path} was written for another architecture: layers {architecture['layers']} and feature_dim "
+            f"{path} was written for another architecture: layers {shorten(architecture['layers'])} and feature_dim "
             f"{architecture['feature_dim']}, but {architecture['model']} for inputs {architecture['input_shape']} has "
             f"{built} and feature_dim {template.feature_dim}"
         )
@@ -623,12 +696,12 @@ def _check_tensors(
         **({"levels": (np.uint16, table)} if quantized else {}),
     }
     if set(tensors) != set(expected):
-        raise PackedFileError(f"{path}: holds tensors {sorted(tensors)}; a {'quantized' if quantized else 'float32'} file holds {sorted(expected)}")
+        raise PackedFileError(f"{path}: holds tensors {shorten(sorted(tensors))}; a {'quantized' if quantized else 'float32'} file holds {sorted(expected)}")
     for name, (dtype, shape) in expected.items():
         tensor = tensors[name]
         if tensor.dtype != dtype or (shape is None and tensor.ndim != 1) or (shape is not None and tensor.shape != shape):
             want = f"shape {shape}" if shape else "one dimension"
-            raise PackedFileError(f"{path}: tensor {name!r} is {tensor.dtype} of shape {tensor.shape}; expected {np.dtype(dtype)}, {want}")
+            raise PackedFileError(f"{path}: tensor {name!r} is {tensor.dtype} of shape {shorten(tensor.shape)}; expected {np.dtype(dtype)}, {want}")
     if not np.isin(tensors["stream_models"], (NOT_CODED, UNIFORM, COUNTED)).all():
         raise PackedFileError(f"{path}: tensor 'stream_models' holds a coder model other than {sorted(_MODEL_NAMES)}")
     bits = tensors["bits"]
@@ -672,6 +745,8 @@ def _decode(
             if n and alphabet > 1:
                 raise ValueError("a stream of several symbols is marked as not coded")
             return np.zeros(n, dtype=np.int32)
+        if alphabet <= 1:  # constriction cannot model a single symbol (a Rust panic): pack never codes one
+            raise ValueError(f"a stream of {n} symbols of one possible value is marked as coded")
         table = None
         if kind == COUNTED:
             table = counts[count_offset : count_offset + alphabet]
@@ -689,11 +764,13 @@ def _decode(
             raise ValueError("a decoded symbol is outside its alphabet")
         return symbols
 
-    owners = {
-        name: torch.from_numpy(next_stream(math.prod(shapes[name]), num_tasks + 1).astype(np.uint8)).reshape(shapes[name])
-        for name in layers
-    }
-    values = {name: torch.zeros(shapes[name]) for name in layers}
+    # Flat owner maps, and how many weights of each layer each owner id holds: one pass over each
+    # map, where a mask per task would cost weights x tasks.
+    owners = {name: next_stream(math.prod(shapes[name]), num_tasks + 1).astype(np.uint8) for name in layers}
+    owned = {name: np.bincount(owner, minlength=num_tasks + 1) for name, owner in owners.items()}
+    if any(len(counts) > num_tasks + 1 for counts in owned.values()):
+        raise ValueError("an owner map names a task the file does not hold")
+    pieces: dict[str, list[Tensor]] = {name: [] for name in layers}  # each task's decoded weights, in task order
     heads: list[tuple[Tensor, Tensor]] = []
     codebooks = tensors.get("codebooks")
     levels = tensors.get("levels")
@@ -703,11 +780,13 @@ def _decode(
         decoded: dict[str, Tensor] = {}
         for column, name in enumerate(names):
             if name in owners:
-                n = int((owners[name] == t).sum())
+                n = int(owned[name][t])
             else:
                 n = math.prod(head_shapes[t - 1][0 if name == HEAD else 1])
             if quantized:
                 size = int(levels[t - 1, column])
+                if n and not size:
+                    raise ValueError(f"task {t}'s {n} weights of {name} have an empty codebook")
                 codebook = torch.from_numpy(codebooks[offset : offset + size].copy())
                 offset += size
                 if len(codebook) != size:
@@ -719,11 +798,22 @@ def _decode(
                 if len(decoded[name]) != n:
                     raise ValueError("the float weights are shorter than the owner maps say")
             if name in owners:
-                values[name][owners[name] == t] = decoded[name]
+                pieces[name].append(decoded[name])
         heads.append((decoded[HEAD].reshape(head_shapes[t - 1][0]), decoded[HEAD_BIAS].reshape(head_shapes[t - 1][1])))
     stored = codebooks if quantized else floats
     if stream_index != len(kinds) or count_offset != len(counts) or not coder.is_empty() or offset != len(stored):
         raise ValueError("the payload holds more than its streams")
-    if int(max((o.max() for o in owners.values()), default=0)) > num_tasks:
-        raise ValueError("an owner map names a task the file does not hold")
-    return owners, values, heads
+    values = {name: _placed(owners[name], int(owned[name][0]), pieces[name]).reshape(shapes[name]) for name in layers}
+    return {name: torch.from_numpy(owner).reshape(shapes[name]) for name, owner in owners.items()}, values, heads
+
+
+def _placed(owner: np.ndarray, free: int, pieces: list[Tensor]) -> Tensor:
+    """One layer's dense float32 values (flat) from its owner map and each task's decoded weights in
+    task order: task t's weights at the positions it owns, in row-major order, 0 where free (what
+    ``values[owner == t] = weights_t`` gives for every t). One stable sort by owner id (numpy sorts
+    uint8 by radix, in linear time) lists every task's positions in that order at once."""
+    values = torch.zeros(len(owner))
+    if free < len(owner):
+        order = np.argsort(owner, kind="stable")[free:]
+        values[torch.from_numpy(order)] = torch.cat(pieces)
+    return values

@@ -14,6 +14,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -22,13 +23,14 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
-from .errors import CorruptFileError
+from .errors import ConfigError, CorruptFileError, shorten
 from .methods import SPECS
+from .ownership import MAX_TASKS
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_VERSION = 5  # 2: packed file, bits ledger, probe logits; 3: every method, model_bytes; 4: one storage rule, classic validation;
@@ -40,6 +42,16 @@ CHECKPOINT_STATE = "checkpoint.json"
 # Upper bounds on what the package reads from a file it did not just write: a file past its bound
 # is refused before it is read (a results file is ~10-100 KB, a checkpoint state a few KB per task).
 MAX_JSON_BYTES = 64 << 20
+# A run folder's own JSON files (checkpoint.json, results.json): the largest seen are ~20 KB a task
+# (five_datasets' Ada-QPacknet results, population 2, candidates and bit-search traces included), so
+# a run of the most tasks the package allows (255, ownership.MAX_TASKS) stays near 5 MB; a
+# population of 10 near 25 MB. Its own files must never be refused on resume: the bound is
+# MAX_JSON_BYTES, still far below what would strain memory.
+MAX_RUN_JSON_BYTES = MAX_JSON_BYTES
+# A checkpoint tensor file read without a learner to size it (``load_checkpoint``'s default): a
+# learner passes its own bound (``ContinualLearner.checkpoint_bytes_bound``), the bytes its network
+# and state can need. This one only keeps a direct call from reading a device or a huge file.
+MAX_CHECKPOINT_BYTES = 2 << 30
 
 
 def open_regular(path: str | Path, max_bytes: int, follow_symlinks: bool = True) -> BinaryIO:
@@ -136,11 +148,12 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, allow_nan=False, sort_keys=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read JSON, naming the file when it is not valid JSON (or nested too deep to read)."""
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES, follow_symlinks: bool = True) -> Any:
+    """Read JSON, naming the file when it is not valid JSON (or nested too deep to read); the file
+    is read through ``read_regular`` (``max_bytes``, ``follow_symlinks``)."""
     path = Path(path)
     try:
-        return json.loads(read_regular(path, MAX_JSON_BYTES).decode())
+        return json.loads(read_regular(path, max_bytes, follow_symlinks).decode())
     except CorruptFileError:
         raise
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -187,8 +200,9 @@ OWNERSHIP_SCHEMA: dict[str, type | tuple[type, ...]] = {
 }
 
 
-def check_run_schema(run: dict[str, Any]) -> None:
-    """Raise ValueError naming every missing or mistyped key of a run's results."""
+def check_run_schema(run: dict[str, Any], path: str | Path | None = None) -> None:
+    """Raise CorruptFileError (a ValueError) naming every missing or mistyped key of a run's results,
+    and an accuracy matrix or metric out of its shape or range (``path``: the file, for the message)."""
     method = run["config"].get("method") if isinstance(run.get("config"), dict) else None
     owner_maps = isinstance(method, str) and method in SPECS and SPECS[method].owner_maps
     schema = {**RUN_SCHEMA, **(OWNERSHIP_SCHEMA if owner_maps else {})}
@@ -198,19 +212,60 @@ def check_run_schema(run: dict[str, Any]) -> None:
         for key, kind in schema.items()
         if key in run and not isinstance(run[key], kind)
     ]
-    rows = 1 if run.get("sequential") is False else run.get("num_tasks")  # joint: one row, all tasks at once
-    if run.get("acc_matrix") is not None and len(run["acc_matrix"]) != rows:
-        problems.append(f"acc_matrix has {len(run['acc_matrix'])} rows, expected {rows}")
+    if not problems:
+        problems += _run_value_problems(run)
     if problems:
-        raise ValueError("results do not follow the schema: " + "; ".join(problems))
+        where = f"{path}: " if path is not None else ""
+        raise CorruptFileError(where + "results do not follow the schema: " + "; ".join(problems))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _run_value_problems(run: dict[str, Any]) -> list[str]:
+    """The accuracy matrix's shape and values, and ACC/BWT/forgetting within their ranges."""
+    matrix_problem = accuracy_matrix_problem(run["acc_matrix"], run["num_tasks"], run["sequential"])
+    if matrix_problem:
+        return [matrix_problem]
+    problems = [] if _accuracy(run["acc"]) else [f"'acc' is {shorten(run['acc'])}, not an accuracy in [0, 100]"]
+    for key in ("bwt", "forgetting"):  # differences of two accuracies; None for joint training
+        value = run[key]
+        if value is not None and not (_finite(value) and -100 <= value <= 100):
+            problems.append(f"{key!r} is {shorten(value)}, not a difference of accuracies in [-100, 100]")
+    return problems
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _accuracy(value: Any) -> bool:
+    """Whether ``value`` is an accuracy in percent: a finite number in [0, 100]."""
+    return _finite(value) and 0 <= value <= 100
+
+
+def accuracy_matrix_problem(matrix: Any, tasks: int, sequential: bool | None) -> str | None:
+    """What is wrong with ``matrix`` as the accuracy matrix after ``tasks`` learned tasks, or None.
+
+    Sequential learners have row i of i + 1 accuracies (task i + 1 learned, every seen task
+    re-measured); joint training has one row of ``tasks`` accuracies (none before it trains);
+    ``sequential=None`` accepts either. Every accuracy is a finite number in [0, 100] (percent).
+    ``tasks`` comes from the same file: past MAX_TASKS it is refused before any list is built."""
+    if not isinstance(tasks, int) or isinstance(tasks, bool) or not 0 <= tasks <= MAX_TASKS:
+        return f"num_tasks/tasks_done is {shorten(tasks)}; expected a whole number in 0..{MAX_TASKS}"
+    shapes = {True: [[i + 1 for i in range(tasks)]], False: [[tasks] if tasks else []]}
+    allowed = shapes[sequential] if sequential is not None else shapes[True] + shapes[False]
+    if not isinstance(matrix, list) or len(matrix) > tasks:  # at most `tasks` rows: no longer list is measured
+        lengths = None
+    else:
+        lengths = [len(row) if isinstance(row, list) else None for row in matrix]
+    if lengths not in allowed:
+        kinds = {True: f"{tasks} row(s), the i-th of i accuracies", False: f"one row of {tasks} accuracies"}
+        wanted = " or ".join(kinds[k] for k in ((sequential,) if sequential is not None else (True, False)))
+        found = (f"rows of {shorten(lengths)} entries" if lengths is not None else
+                 f"{len(matrix)} rows" if isinstance(matrix, list) else f"a {type(matrix).__name__}")
+        return f"acc_matrix is not {wanted} after {tasks} task(s) (it has {found})"
+    bad = next(((i, j, a) for i, row in enumerate(matrix) for j, a in enumerate(row) if not _accuracy(a)), None)
+    if bad is not None:
+        return f"acc_matrix is not made of accuracies in [0, 100]: acc_matrix[{bad[0]}][{bad[1]}] is {shorten(bad[2])}"
+    return None
 
 
 def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any], tag: str) -> None:
@@ -240,62 +295,96 @@ _TENSORS_FILE = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}[A-Za-z0-9_-]+\.safe
 
 
 def check_checkpoint_state(state: Any, path: Path) -> None:
-    """Raise CorruptFileError naming ``path`` and the first malformed field of a checkpoint state."""
-
-    def fault(problem: str) -> CorruptFileError:
-        return CorruptFileError(f"{path}: {problem}; delete {path.parent} to start over")
-
+    """Raise CorruptFileError naming ``path`` and the first malformed field of a checkpoint state:
+    a missing, unknown or mistyped field, reports that are not one object per task done, or an
+    accuracy matrix of another shape (``accuracy_matrix_problem``: sequential or joint) or with an
+    accuracy outside [0, 100]. What only the learner knows (its config, its number of tasks, its
+    reports' and tensors' layout) is checked by ``ContinualLearner.resume``."""
     if not isinstance(state, dict):
-        raise fault(f"holds a JSON {type(state).__name__}, not an object")
+        raise checkpoint_fault(path, f"holds a JSON {type(state).__name__}, not an object")
+    unknown = sorted(key for key in state if key not in CHECKPOINT_SCHEMA)
+    if unknown:
+        raise checkpoint_fault(path, f"field {shorten(unknown[0])} is not a checkpoint field ({', '.join(CHECKPOINT_SCHEMA)})")
     for key, kind in CHECKPOINT_SCHEMA.items():
         if key not in state:
-            raise fault(f"field {key!r} is missing")
+            raise checkpoint_fault(path, f"field {key!r} is missing")
         if not isinstance(state[key], kind) or isinstance(state[key], bool):
-            raise fault(f"field {key!r} is {type(state[key]).__name__}, expected {getattr(kind, '__name__', kind)}")
+            raise checkpoint_fault(path, f"field {key!r} is {type(state[key]).__name__}, expected {getattr(kind, '__name__', kind)}")
     done = state["tasks_done"]
     if not 0 <= done == len(state["per_task"]):
-        raise fault(f"tasks_done={done} but it holds {len(state['per_task'])} task reports")
-    rows = state["acc_matrix"]
-    numbers = lambda row: all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in row)  # noqa: E731
-    if len(rows) > done or any(not isinstance(row, list) or not 0 < len(row) <= done or not numbers(row) for row in rows):
-        raise fault(f"acc_matrix is not at most {done} rows of at most {done} accuracies")
+        raise checkpoint_fault(path, f"tasks_done={done} but it holds {len(state['per_task'])} task reports")
+    if not all(isinstance(report, dict) for report in state["per_task"]):
+        raise checkpoint_fault(path, "per_task holds a report that is not an object")
+    problem = accuracy_matrix_problem(state["acc_matrix"], done, None)
+    if problem:
+        raise checkpoint_fault(path, problem)
     if not _TENSORS_FILE.fullmatch(state["tensors_file"]):
-        raise fault(f"tensors_file={state['tensors_file']!r} is not a checkpoint file name inside the run folder")
+        raise checkpoint_fault(path, f"tensors_file={shorten(state['tensors_file'])} is not a checkpoint file name inside the run folder")
     if not re.fullmatch(r"[0-9a-f]{64}", state["tensors_sha256"]):
-        raise fault("tensors_sha256 is not a SHA-256 digest")
+        raise checkpoint_fault(path, "tensors_sha256 is not a SHA-256 digest")
 
 
-def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def checkpoint_fault(path: Path, problem: str) -> CorruptFileError:
+    """The error for a checkpoint file ``path`` that cannot be trusted: names it, the problem and
+    the way out."""
+    return CorruptFileError(f"{path}: {problem}; delete {path.parent} to start over")
+
+
+def load_checkpoint(
+    directory: str | Path,
+    max_tensor_bytes: int = MAX_CHECKPOINT_BYTES,
+    check_state: Callable[[dict[str, Any], Path], None] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """``(tensors, state)`` of the checkpoint in ``directory``, or None if there is none.
 
-    The state is checked against ``CHECKPOINT_SCHEMA`` and the tensor file against its checksum
-    before it is read; any fault raises CorruptFileError naming the file."""
+    Both files are the package's own: a symbolic link, a FIFO, a device or a folder in their place
+    is refused, and so is a state JSON past ``MAX_RUN_JSON_BYTES`` or a tensor file past
+    ``max_tensor_bytes``. The state is checked against ``CHECKPOINT_SCHEMA`` and then by
+    ``check_state(state, path)`` (the learner's own checks) before the tensor file is read; the
+    tensor file is read once, and the bytes checked against the checksum are those loaded. Any
+    fault raises CorruptFileError naming the file."""
     directory = Path(directory)
     state_path = directory / CHECKPOINT_STATE
-    if not state_path.exists():
+    if not (state_path.is_symlink() or state_path.exists()):  # a dangling link is not "no checkpoint"
         return None
-    state = read_json(state_path)
+    state = read_json(state_path, MAX_RUN_JSON_BYTES, follow_symlinks=False)
     check_checkpoint_state(state, state_path)
+    if check_state is not None:
+        check_state(state, state_path)
     tensor_path = directory / state["tensors_file"]
-    if not tensor_path.is_file():
-        raise CorruptFileError(f"{state_path} refers to {tensor_path}, which is missing; delete {directory} to start over")
-    if sha256(tensor_path) != state["tensors_sha256"]:
+    try:
+        blob = read_regular(tensor_path, max_tensor_bytes, follow_symlinks=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        raise checkpoint_fault(state_path, f"its tensor file {tensor_path} cannot be read ({error.strerror})") from None
+    except CorruptFileError as error:
+        raise CorruptFileError(f"{error}; delete {directory} to start over") from None
+    if hashlib.sha256(blob).hexdigest() != state["tensors_sha256"]:
         raise CorruptFileError(
             f"{tensor_path} does not match the checksum in {state_path}: the checkpoint is corrupt; "
             f"delete {directory} to start over"
         )
     try:
-        return load_file(tensor_path), state
+        return load(blob), state
     except Exception as error:  # safetensors raises its own error types
         raise CorruptFileError(f"{tensor_path} is not a valid safetensors file ({error}); delete {directory} to start over") from error
 
 
 def remove_leftovers(directory: str | Path) -> list[Path]:
     """Delete the temporary files an interrupted atomic write left in ``directory`` (``.<name>.*.tmp``);
-    call it only while holding the folder's lock. Returns what was deleted."""
-    removed = sorted(Path(directory).glob(".*.tmp"))
-    for path in removed:
-        path.unlink(missing_ok=True)
+    call it only while holding the folder's lock. Returns what was deleted.
+
+    Only regular files are deleted: ``atomic_path`` leaves nothing else. A folder, link, FIFO or
+    device of such a name was put there by someone else; it is left alone (with a message), since no
+    reader opens these names and ``mkstemp`` never writes over an existing one, and deleting what
+    the package did not make (a folder's contents) is not its call."""
+    removed = []
+    for path in sorted(Path(directory).glob(".*.tmp")):
+        mode = path.lstat().st_mode
+        if stat.S_ISREG(mode):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        else:
+            print(f"{path} is a {_file_kind(mode)}, not a file an interrupted write left: left as it is", flush=True)
     return removed
 
 
@@ -306,7 +395,7 @@ def folder_lock(directory: str | Path):
     finished or checkpointed, instead of training it a second time."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a") as handle:
+    with _open_lock(directory / ".lock") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -316,6 +405,26 @@ def folder_lock(directory: str | Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock(path: Path) -> BinaryIO:
+    """``path`` opened for appending (created if missing), if it is a regular file: a symbolic link
+    (O_NOFOLLOW), a FIFO (O_NONBLOCK: the open never waits for a reader), a device or a folder in
+    its place is refused with CorruptFileError naming it; checked with ``fstat`` on the descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as error:  # ELOOP: a link; EISDIR: a folder; ENXIO: a FIFO no one reads
+        try:
+            kind = f"a {_file_kind(os.lstat(path).st_mode)}"
+        except OSError:
+            kind = f"not a lock file ({error.strerror})"
+        raise CorruptFileError(f"{path} is {kind}; the run folder's lock must be a regular file: delete it") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise CorruptFileError(f"{path} is a {_file_kind(info.st_mode)}; the run folder's lock must be a regular file: delete it")
+    return os.fdopen(fd, "ab")
 
 
 def git_commit() -> str:
@@ -406,5 +515,5 @@ def profile_folder(kind: str, profile: str) -> Path:
     """``<kind>/<profile>`` under the repository root (runs, results, tables, figures). A profile is
     a simple name: a notebook's ``profile`` parameter must not lead its outputs anywhere else."""
     if not isinstance(profile, str) or not PROFILE_NAME.fullmatch(profile):
-        raise ValueError(f"profile={profile!r} is not a profile name: letters, digits, '_', '.', '-' (e.g. 'default')")
+        raise ConfigError(f"profile={shorten(profile)} is not a profile name: letters, digits, '_', '.', '-' (e.g. 'default')")
     return resolve(f"{kind}/{profile}")

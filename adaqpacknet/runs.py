@@ -15,14 +15,24 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
 
 from .config import Config
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
 from .data import Scenario
 from .methods import learner_for
 from .packing import PACKED_FILE, PROBES_FILE, PackedNetwork, probe_batch
-from .results import SCHEMA_VERSION, CorruptFileError, folder_lock, read_json, remove_leftovers, resolve
+from .results import (
+    MAX_RUN_JSON_BYTES,
+    SCHEMA_VERSION,
+    CorruptFileError,
+    accuracy_matrix_problem,
+    folder_lock,
+    read_json,
+    read_regular,
+    remove_leftovers,
+    resolve,
+)
 from .training import evaluate
 
 
@@ -101,6 +111,23 @@ def load_learner(config: Config, runs_root: str | Path, scenario: Scenario | Non
     return learner
 
 
+# A probe file holds 64 float32 logits rows (packing.PROBE_SIZE) per task: at most 255 tasks (owner
+# ids are uint8) of heads up to 1000 classes is 62 MiB; anything larger is not one.
+MAX_PROBE_BYTES = 64 << 20
+
+
+def _probes(path: Path) -> tuple[torch.device, dict[str, torch.Tensor]]:
+    """The recording device and the logits of a probe file, read once (regular file, bounded, no
+    link: the run wrote it) and parsed from those bytes; anything else raises CorruptFileError."""
+    blob = read_regular(path, MAX_PROBE_BYTES, follow_symlinks=False)
+    try:
+        probes = load_safetensors(blob)  # checks the whole layout first: the header below is sound
+        header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+        return torch.device(header["__metadata__"]["device"]), probes
+    except Exception as error:  # safetensors' own errors, a missing or unknown device entry
+        raise CorruptFileError(f"{path} is not a probe file ({type(error).__name__}: {error})") from error
+
+
 def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[str, Any]:
     """Reload a finished run from its packed file alone and check it against the run's results.
 
@@ -114,22 +141,18 @@ def verify_packed_run(folder: str | Path, data_root: str | None = None) -> dict[
     folder = resolve(folder)
     results_path, probes_path = folder / "results.json", folder / PROBES_FILE
     for path in (results_path, probes_path, folder / PACKED_FILE):
-        if not path.is_file():
+        if not (path.is_symlink() or path.exists()):  # anything else there is refused when it is read
             raise CorruptFileError(f"{path} is missing: {folder} is not a finished run of an owner-map method")
-    results = read_json(results_path)
-    try:
-        with safe_open(probes_path, "pt") as handle:
-            device = torch.device(handle.metadata()["device"])
-            probes = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors' own errors, a missing or unknown device entry
-        raise CorruptFileError(f"{probes_path} is not a probe file ({type(error).__name__}: {error})") from error
+    results = read_json(results_path, MAX_RUN_JSON_BYTES, follow_symlinks=False)
+    device, probes = _probes(probes_path)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{probes_path} was recorded on {device}; bit-exact logits need the same device type")
     packed = PackedNetwork.load(folder / PACKED_FILE, device=device)
     matrix = results.get("acc_matrix") if isinstance(results, dict) else None
-    final = matrix[-1] if isinstance(matrix, list) and matrix and isinstance(matrix[-1], list) else None
-    if final is None or len(final) != packed.num_tasks or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in final):
-        raise CorruptFileError(f"{results_path}: 'acc_matrix' has no final row of {packed.num_tasks} accuracies (the packed file's tasks)")
+    problem = accuracy_matrix_problem(matrix, packed.num_tasks, sequential=True)  # owner-map methods learn in sequence
+    if problem:
+        raise CorruptFileError(f"{results_path}: {problem} (the packed file's {packed.num_tasks} tasks)")
+    final = matrix[-1]
     missing = [f"task{i}/logits" for i in range(packed.num_tasks) if f"task{i}/logits" not in probes]
     if missing:
         raise CorruptFileError(f"{probes_path} has no entries {', '.join(missing)}")

@@ -4,10 +4,12 @@ seed keeps on validation (never on test)."""
 from __future__ import annotations
 
 import itertools
+import math
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from .config import Config, field_names, field_types
+from .errors import ConfigError, shorten
 from .methods import CLASSIC_METHODS, VARIANTS
 
 
@@ -32,6 +34,11 @@ CLASSIC_GRID: dict[str, dict[str, list[float]]] = {
 }
 
 
+# Grid points of one strategy (each a run per seed): the profiles try 3; a grid a hundred times
+# larger is a mistake, and itertools.product of a few long lists would not fit in memory.
+MAX_TUNING_POINTS = 100
+
+
 def tuning_grid(tune: Mapping[str, dict[str, list]] | None, methods: list[str]) -> dict[str, list[dict[str, float]]]:
     """``tune`` (None = CLASSIC_GRID) as method -> its points, each ``{Config field: factor}``, for
     each of ``methods`` (variants, ``methods.VARIANTS``, or run labels) whose classic strategy it names: ``ewc``'s
@@ -39,21 +46,25 @@ def tuning_grid(tune: Mapping[str, dict[str, list]] | None, methods: list[str]) 
     numeric Config field or a factor that is not a positive number is an error."""
     tune = CLASSIC_GRID if tune is None else tune
     if not isinstance(tune, Mapping):
-        raise ValueError(f"tune={tune!r} must map a classic strategy to {{Config field: [values]}} (None = the default grid)")
+        raise ConfigError(f"tune={shorten(tune)} must map a classic strategy to {{Config field: [values]}} (None = the default grid)")
     points = {}
     for method, fields in tune.items():
         if method not in CLASSIC_METHODS:
-            raise ValueError(f"tune names {method!r}: only the classic strategies are tuned ({', '.join(CLASSIC_METHODS)})")
+            raise ConfigError(f"tune names {shorten(method)}: only the classic strategies are tuned ({', '.join(CLASSIC_METHODS)})")
         if not isinstance(fields, dict) or not fields or not all(isinstance(v, list) and v for v in fields.values()):
-            raise ValueError(f"tune[{method!r}]={fields!r} must map Config fields to non-empty lists of values")
-        unknown = sorted(f for f in fields if f not in field_names() or field_types(f) not in ((int,), (float, int)))
+            raise ConfigError(f"tune[{method!r}]={shorten(fields)} must map Config fields to non-empty lists of values")
+        unknown = [f for f in fields if f not in field_names() or field_types(f) not in ((int,), (float, int))]
         if unknown:
-            raise ValueError(f"tune[{method!r}] names {unknown}, which are not numeric Config fields")
-        bad = [v for values in fields.values() for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0]
+            raise ConfigError(f"tune[{method!r}] names {shorten(unknown)}, which are not numeric Config fields")
+        bad = [v for values in fields.values() for v in values
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf]
         if bad:
-            raise ValueError(f"tune[{method!r}] has factors {bad}: each must be a number > 0 (a factor of the configured value)")
+            raise ConfigError(f"tune[{method!r}] has factors {shorten(bad)}: each must be a finite number > 0 (a factor of the configured value)")
+        count = math.prod(len(values) for values in fields.values())
+        if count > MAX_TUNING_POINTS:
+            raise ConfigError(f"tune[{method!r}] makes {count} grid points (runs per seed); at most {MAX_TUNING_POINTS} are allowed")
         for name in methods:
-            if VARIANTS.get(name, {}).get("method") == method:
+            if isinstance(name, str) and VARIANTS.get(name, {}).get("method") == method:
                 points[name] = [dict(zip(fields, values)) for values in itertools.product(*fields.values())]
     return points
 

@@ -84,7 +84,10 @@ class Independent(ContinualLearner):
 
     def model_state(self) -> dict[str, Tensor]:
         # The trained networks only: the others are rebuilt from their seeds.
-        done = len(self.per_task)
+        return self.expected_model_state(len(self.per_task))
+
+    def expected_model_state(self, done: int) -> dict[str, Tensor]:
+        # The networks of the tasks done (``model_state``), as a checkpoint after ``done`` tasks holds them.
         return {k: v for k, v in self.model.state_dict().items() if int(k.split(".")[1]) < done}
 
     def load_model_state(self, state: dict[str, Tensor]) -> None:

@@ -164,7 +164,7 @@ def test_the_classic_grid_is_planned_and_chosen_on_validation():
     for bad, message in [
         ({"packnet": {"ewc_lambda": [1]}}, "only the classic strategies"),
         ({"ewc": {"heads": [1]}}, "not numeric Config fields"),
-        ({"ewc": {"ewc_lambda": [0]}}, "must be a number > 0"),
+        ({"ewc": {"ewc_lambda": [0]}}, "must be a finite number > 0"),
         ({"ewc": {"ewc_lambda": []}}, "non-empty lists"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 """Config validation: every bad value fails by name, before any data is loaded."""
 
 import dataclasses
+import math
 
 import pytest
 
@@ -126,3 +127,19 @@ def test_key_value_parsing_reads_the_declared_types():
     with pytest.raises(ValueError, match=r"epochs='two' is not a valid int"):
         parse_override("epochs=two")
     assert len(RULED) >= 40  # most fields carry a rule; the rest are free (data_root) or checked together
+
+
+NUMERIC = [name for name in field_names() if set(field_types(name)) & {int, float} and bool not in field_types(name) and name != "num_tasks"]
+
+
+def test_every_numeric_field_is_bounded_above():
+    # Issue 26: every number a config holds has a stated range (num_tasks: the scenario's, checked
+    # with it); far above it, the error names the field and the bound.
+    assert len(NUMERIC) >= 30
+    for name in NUMERIC:
+        rule = next(f for f in dataclasses.fields(Config) if f.name == name).metadata["rule"]
+        high = rule["within"][1] if rule["within"] is not None else rule["at_most"]
+        assert high is not None and math.isfinite(high), name
+        huge = 10**30 if float not in field_types(name) else 1e30
+        with pytest.raises(ValueError, match=rf"^{name}=\S+ (must be|is outside)"):
+            Config(**{name: huge})

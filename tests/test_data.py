@@ -33,7 +33,10 @@ from adaqpacknet.data import sources as sources_mod
 
 PAPER_SCENARIOS = ("permuted_mnist", "split_cifar100", "five_datasets", "tinyimagenet")
 # Every generated source says it is fake when loaded; the tests that check it use pytest.warns.
-pytestmark = pytest.mark.filterwarnings("ignore:.*loading fake data:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*loading fake data:UserWarning"),
+    pytest.mark.usefixtures("isolated_sources"),  # tests/conftest.py: fresh sources, no system data
+]
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -61,14 +64,6 @@ def files_of(root: Path) -> dict[str, bytes]:
 def same(loaded: torch.Tensor, written: np.ndarray) -> bool:
     return torch.equal(loaded, torch.from_numpy(np.ascontiguousarray(written)))
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Every test sees fresh sources and no system-wide Fashion-MNIST (this machine has Debian's)."""
-    monkeypatch.setenv(sources_mod.FASHION_MNIST_DIR_ENV, str(tmp_path / "no-system-fashion-mnist"))
-    clear_source_cache()
-    yield
-    clear_source_cache()
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +378,7 @@ def test_split_cifar100_fake(tmp_path):
 
 
 def test_five_datasets(paper_root):
-    # Fashion-MNIST comes from the generated root alone (the system folder is hidden by `isolated`).
+    # Fashion-MNIST comes from the generated root alone (the system folder is hidden by `isolated_sources`).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the corrupt notMNIST file; the fake-data notices
         scenario = build_scenario("five_datasets", root=paper_root)

@@ -32,9 +32,10 @@ def test_the_gpu_check_passes_end_to_end_on_the_cpu(tmp_path):
     # exactly 0, the packed files verify (split CIFAR-100's data root is not "data": the check must
     # pass its own), and the table is written where --out says. Linear quantisation: k-means on the
     # reduced ResNet-18's weights took 138 of this test's 166 s, on the CPU on any device (its
-    # results are tested in test_quantization.py).
+    # results are tested in test_quantization.py). 8 images a class: every task's training split holds
+    # a batch of 64 (the learner refuses a batch larger than its split: no step would be taken).
     done = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--per-class", "6", "--timing-per-class", "6",
+        [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--per-class", "8", "--timing-per-class", "8",
          "--repeats", "1", "--quantizer", "linear", "--out", str(tmp_path), "--work", str(tmp_path / "work")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )

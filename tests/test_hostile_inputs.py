@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import math
 import os
 import re
 import struct
@@ -79,6 +80,13 @@ def tensor(name, value):
     return change
 
 
+def _without_first_codebook(tensors) -> None:
+    """Task 1's first body layer keeps its owned weights but gets 0 levels (its codebook removed)."""
+    levels = tensors["levels"].copy()
+    size, levels[0, 0] = int(levels[0, 0]), 0
+    tensors.update(levels=levels, codebooks=tensors["codebooks"][size:])
+
+
 PACKED_CASES = {
     # name: (metadata change, tensor change, message)
     "200,000 tasks": (lambda m: m.update(num_tasks="200000"), None, "'num_tasks' is '200000'; expected a whole number in 1..255"),
@@ -87,12 +95,13 @@ PACKED_CASES = {
     "input shape of another network": (architecture(input_shape=[1, 1024, 1024]), None, "another architecture"),
     "feature_dim 1": (architecture(feature_dim=1), None, "another architecture.*feature_dim 1"),
     "unknown model": (architecture(model="evil"), None, "'architecture.model' is 'evil'; valid choices"),
-    "too many classes": (architecture(classes_per_task=[100000, 100000]), None, "its streams need at least .* bytes but the coded payload holds"),
+    "too many classes": (architecture(classes_per_task=[100000, 100000]), None, "declares 25851488 weights .* pays for at most"),
+    "more classes than the streams hold": (architecture(classes_per_task=[1000, 1000]), None, "its streams need at least .* bytes but the coded payload holds"),
     "a head for every class of 255 tasks": (
         lambda m: (architecture(classes_per_task=[100000] * 255)(m), m.update(num_tasks="255")), None, "head weights"),
     "classes for 3 tasks in a 2-task file": (architecture(classes_per_task=[2, 2, 2]), None, "'architecture.classes_per_task'"),
     "layers of absurd size": (architecture(layers={"fc1": [1 << 24, 1 << 24]}), None, "body weights"),
-    "deep JSON": (lambda m: m.update(architecture="[" * 100_000 + "]" * 100_000), None, "'architecture' is not valid JSON"),
+    "deep JSON": (lambda m: m.update(architecture="[" * 20_000 + "]" * 20_000), None, "'architecture' is not valid JSON"),
     "architecture a list": (lambda m: m.update(architecture="[1, 2]"), None, "'architecture' is not a JSON object"),
     "missing architecture": (lambda m: m.pop("architecture"), None, "'architecture' is missing"),
     "unknown storage": (lambda m: m.update(storage="pickle"), None, "'storage' is 'pickle'"),
@@ -109,6 +118,13 @@ PACKED_CASES = {
     "coded stream cut short": (None, tensor("ans", lambda a: a[:1]), "does not decode"),
     "coded stream of zeros": (None, tensor("ans", lambda a: np.zeros_like(a)), "does not decode"),
     "tensor missing": (None, tensor("levels", None), "holds tensors"),
+    "num_tasks of 5000 digits": (lambda m: m.update(num_tasks="0" * 5000), None, r"'num_tasks' is '0+\.\.\.0+'; expected a whole number"),
+    "config with a key pack never writes": (lambda m: m.update(config='{"evil": 1}'), None, r"'config' has keys \['evil'\]; a packed file keeps only"),
+    "config value a list": (lambda m: m.update(config='{"scenario": [1, 2]}'), None, r"'config.scenario' is \[1, 2\]; expected a number"),
+    "reuse_frozen a string": (lambda m: m.update(config='{"reuse_frozen": "no"}'), None, "'config.reuse_frozen' is 'no'; expected true or false"),
+    "owned weights with an empty codebook": (None, lambda t: _without_first_codebook(t), "task 1's 129 weights of conv1 have an empty codebook"),
+    "one-level codebooks with coded streams": (None, lambda t: t.update(levels=np.ones_like(t["levels"]), codebooks=t["codebooks"][: t["levels"].size]),
+        "a stream of 129 symbols of one possible value is marked as coded"),
     "tensor added": (None, lambda t: t.update(evil=np.zeros(3, np.float32)), "holds tensors"),
 }
 
@@ -137,6 +153,91 @@ def test_metadata_values_that_are_not_strings(packed_blob, tmp_path):
     path = tmp_path / "packed.safetensors"
     path.write_bytes(struct.pack("<Q", len(text)) + text + packed_blob[8 + length :])
     refused(lambda: PackedNetwork.load(path), PackedFileError, "not an object of strings")
+
+
+def free_network_file(model: str, input_shape: tuple[int, int, int], num_tasks: int, levels: int = 1) -> bytes:
+    """A packed file, valid in structure and checksum, of ``model`` for ``input_shape`` with
+    ``num_tasks`` one-class tasks and every body weight free: owner maps of zeros (a counted stream
+    of one symbol costs no bits at all), heads coded with one-level codebooks (nothing coded), and
+    ``levels`` codebook levels per task for each body layer (paying bytes that decode nothing)."""
+    with torch.device("meta"):
+        network = build_model(model, input_shape, [1] * num_tasks)
+    layers = {name: list(layer.weight.shape) for name, layer in prunable_layers(network).items()}
+    names = packing.tensor_names(list(layers))
+    streams = [packing._Stream(name, 0, np.zeros(math.prod(shape), np.int32), num_tasks + 1) for name, shape in layers.items()]
+    words, kinds, _ = packing._encode(streams)
+    table = np.ones((num_tasks, len(names)), np.uint16)
+    table[:, : len(layers)] = levels
+    tensors = {
+        "ans": words,
+        "stream_models": np.concatenate([kinds, np.zeros(num_tasks * len(names), np.uint8)]),
+        "symbol_counts": np.concatenate([s.counts() for s, k in zip(streams, kinds) if k == packing.COUNTED]),
+        "bits": np.full((num_tasks, len(names)), max(1, (levels - 1).bit_length()), np.uint8),
+        "levels": table,
+        "codebooks": np.zeros(int(table.sum()), np.float32),
+    }
+    arch = {"model": model, "input_shape": list(input_shape), "classes_per_task": [1] * num_tasks, "layers": layers, "feature_dim": network.feature_dim}
+    meta = {
+        "format": packing.FORMAT, "format_version": str(packing.FORMAT_VERSION), "coder": packing.CODER, "sha256": "0" * 64,
+        "num_tasks": str(num_tasks), "storage": "quantized", "architecture": json.dumps(arch), "config": "{}",
+    }
+    return packing._with_checksum(packing._sorted_header(safetensors.numpy.save(tensors, metadata=meta)))
+
+
+FREE_FILES = {
+    # name: (model, input shape, tasks, most bytes the file has)
+    "255 tasks of a 33.5 M-weight MLP, every weight free": ("mlp", (3, 334, 334), 255, 12_500),
+    "8 tasks of a 27 M-weight conv network, every weight free": ("tinyimagenet_conv", (3, 256, 256), 8, 2_000),
+}
+
+
+@pytest.mark.parametrize("case", list(FREE_FILES))
+def test_a_file_that_declares_more_weights_than_its_payload_pays_for(case, tmp_path):
+    model, input_shape, tasks, most_bytes = FREE_FILES[case]
+    path = tmp_path / "packed.safetensors"
+    path.write_bytes(free_network_file(model, input_shape, tasks))
+    assert path.stat().st_size <= most_bytes
+    error = refused(lambda: PackedNetwork.load(path), PackedFileError, r"declares \d+ weights \(\d+ body weights, free ones included, .* pays for at most \d+")
+    assert str(path) in str(error)
+
+
+def test_a_paid_for_file_of_255_tasks_loads_in_time_linear_in_its_weights(tmp_path):
+    # 8.4 M free weights, paid for by codebook levels: a mask per task would scan them 255 times.
+    path = tmp_path / "packed.safetensors"
+    path.write_bytes(free_network_file("mlp", (3, 144, 194), 255, levels=16))
+    start = time.perf_counter()
+    network = PackedNetwork.load(path)
+    assert time.perf_counter() - start < 2.0
+    assert network.num_tasks == 255 and not any(values.any() for values in network.values.values())
+
+
+def test_a_header_longer_than_any_packed_file_has(packed_blob, tmp_path):
+    # A 98 MB header (one metadata string): refused from its first 8 bytes, never read or parsed.
+    path = tmp_path / "packed.safetensors"
+    path.write_bytes(crafted(packed_blob, lambda m: m.update(padding=" " * 98_000_000)))
+    error = refused(lambda: PackedNetwork.load(path), PackedFileError, r"the header claims 980\d{5} bytes; a packed file's header has at most 65536")
+    assert str(path) in str(error)
+
+
+SPECIAL_FILES = {
+    "a symlink to /dev/zero": (lambda path: path.symlink_to("/dev/zero"), "character device"),
+    "a FIFO": (lambda path: os.mkfifo(path), "FIFO"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPECIAL_FILES))
+def test_a_packed_file_that_is_not_a_regular_file(case, tmp_path):
+    make, kind = SPECIAL_FILES[case]
+    path = tmp_path / "packed.safetensors"
+    make(path)
+    refused(lambda: PackedNetwork.load(path), PackedFileError, re.escape(str(path)) + rf" is not a regular file \(it is a {kind}\)")
+
+
+def test_a_huge_value_in_the_metadata_is_shortened_in_the_message(packed_blob, tmp_path):
+    path = tmp_path / "packed.safetensors"
+    path.write_bytes(crafted(packed_blob, architecture(model="x" * 50_000)))
+    error = refused(lambda: PackedNetwork.load(path), PackedFileError, "'architecture.model' is 'x+\\.\\.\\.x+'; valid choices")
+    assert len(str(error)) < 500
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -372,9 +473,9 @@ VERIFY_CASES = {
         lambda f: (f / "probes.safetensors").write_bytes(safetensors.torch.save({"task0/logits": torch.zeros(1)})),
         CorruptFileError, "is not a probe file"),
     "results that are not JSON": (lambda f: (f / "results.json").write_text("{"), CorruptFileError, "results.json is not valid JSON"),
-    "results without an accuracy matrix": (lambda f: (f / "results.json").write_text("{}"), CorruptFileError, "'acc_matrix' has no final row of 2"),
+    "results without an accuracy matrix": (lambda f: (f / "results.json").write_text("{}"), CorruptFileError, r"acc_matrix is not 2 row\(s\)"),
     "results with a short final row": (
-        lambda f: (f / "results.json").write_text(json.dumps({"acc_matrix": [[1.0]]})), CorruptFileError, "'acc_matrix' has no final row of 2"),
+        lambda f: (f / "results.json").write_text(json.dumps({"acc_matrix": [[1.0]]})), CorruptFileError, r"acc_matrix is not 2 row\(s\)"),
     "no packed file": (lambda f: (f / "packed.safetensors").unlink(), CorruptFileError, "packed.safetensors is missing"),
 }
 

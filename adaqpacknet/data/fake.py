@@ -2,7 +2,7 @@
 
 The paper's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN, notMNIST, TinyImageNet) cannot be
 downloaded everywhere. ``write_fake_datasets(root)`` writes a few MB that the package's loaders read
-exactly as they read the real files (torchvision's parsers included), so that every scenario,
+exactly as they read the real files (the same readers and checks), so that every scenario,
 network and notebook can run end to end offline; the numbers they give mean nothing.
 
 What is faithful: file formats, folder layout, class counts (CIFAR-100: 100, TinyImageNet: 200
@@ -11,10 +11,12 @@ PNG, greyscale JPEGs among TinyImageNet's RGB ones, an unsorted wnids.txt, SVHN'
 as label 10). What is not: the pixels. Each class has its own blocky colour pattern and every image
 is that pattern plus noise, so a network (or a nearest-class-mean rule) does better than chance.
 
-torchvision checks the md5 sum of the CIFAR and SVHN files, which fakes can never match. The
+The loaders check the md5 sum of the CIFAR and SVHN files, which fakes can never match. The
 generator therefore writes a manifest (``sources.FAKE_MANIFEST``) with the md5 of every file it
 wrote; the loaders check the files against it instead of the official sums, and warn that the data
 is fake. Without the manifest, or with a changed file, the fakes are rejected like any corrupt copy.
+The manifest replaces the sums only: every other check of the readers still applies (anyone can
+write a manifest).
 
 Same arguments -> byte-identical files (no timestamps: the MAT-file header date is fixed).
 Command line: ``python -m adaqpacknet.data.fake ROOT [--per-class N] [--seed S]``.
@@ -37,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .sources import FAKE_MANIFEST, NOTMNIST_CLASSES
+from .sources import FAKE_MANIFEST, NOTMNIST_CLASSES, fake_manifest
 
 FAKE_SOURCES: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "notmnist", "tinyimagenet")
 
@@ -340,7 +342,7 @@ def _write_manifest(root: Path, sources: Sequence[str], settings: dict[str, int]
     """Record ``sources`` (their settings and the md5 of every file they own) in the manifest,
     keeping the entries of sources written earlier and not rewritten now."""
     path = root / FAKE_MANIFEST
-    old = json.loads(path.read_text()) if path.is_file() else {}
+    old = fake_manifest(root)  # the loaders' checked reader: a FIFO or a huge file there is refused
     rewritten = tuple(p for s in sources for p in OWNED_PATHS[s])
     md5 = {k: v for k, v in old.get("md5", {}).items() if k.split("/")[0] not in rewritten}
     for owned in rewritten:

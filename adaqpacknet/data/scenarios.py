@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, shorten
 from .sources import Source, check_source, load_source, stratified_split
 
 CLASS_ORDERS = ("fixed", "shuffled")
@@ -221,7 +222,7 @@ class Scenario:
 
 def _get_spec(name: str) -> ScenarioSpec:
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; valid choices: {', '.join(SCENARIOS)}")
+        raise ConfigError(f"unknown scenario {shorten(name)}; valid choices: {', '.join(SCENARIOS)}")
     return SCENARIOS[name]
 
 
@@ -296,18 +297,18 @@ def build_scenario(name: str, *, root: str | Path = "data", num_tasks: int | Non
     spec = _get_spec(name)
     if val_fraction is None:
         val_fraction = spec.val_fraction
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.integer, np.floating)) or not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {shorten(val_fraction)}")
     if class_order not in CLASS_ORDERS:
-        raise ValueError(f"unknown class_order {class_order!r}; valid choices: {', '.join(CLASS_ORDERS)}")
+        raise ConfigError(f"unknown class_order {shorten(class_order)}; valid choices: {', '.join(CLASS_ORDERS)}")
     if class_order != "fixed" and spec.kind != "split":
-        raise ValueError(f"class_order={class_order!r} applies to split scenarios only, not {name!r}")
+        raise ConfigError(f"class_order={class_order!r} applies to split scenarios only, not {name!r}")
     if isinstance(seed, np.integer):  # seeds from numpy or configs are fine
         seed = int(seed)
     if isinstance(num_tasks, np.integer):
         num_tasks = int(num_tasks)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ConfigError(f"seed must be a non-negative int, got {shorten(seed)}")
 
     check_data_available(name, root, download)  # fail fast, naming every missing source
     sources = [load_source(s, root, download) for s in spec.sources]
@@ -323,7 +324,7 @@ def build_scenario(name: str, *, root: str | Path = "data", num_tasks: int | Non
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1 or (
             max_tasks is not None and num_tasks > max_tasks):
         valid = f"1..{max_tasks}" if max_tasks is not None else ">= 1"
-        raise ValueError(f"num_tasks={num_tasks!r} is not possible for scenario {name!r}; valid range: {valid}")
+        raise ConfigError(f"num_tasks={shorten(num_tasks)} is not possible for scenario {name!r}; valid range: {valid}")
 
     tasks = []
     if spec.kind == "permuted":
