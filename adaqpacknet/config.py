@@ -30,7 +30,7 @@ from .models import build_model
 from .ownership import MAX_TASKS
 from .methods import CLASSIC_METHODS, METHODS
 from .quantization import QUANTIZERS as QUANTIZER_NAMES
-from .results import read_regular
+from .files import read_regular
 
 # Choices come from the modules that implement them, so error messages, the CLI and the docs
 # list the same values as the code that runs.

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from .files import open_lock_file
+
 DEFAULT_LOCK_DIR = Path(__file__).resolve().parent.parent / "build" / "gpu-slots"
 
 
@@ -29,7 +31,7 @@ def claim(slots: list[str], lock_dir: Path, poll_seconds: float = 0.5) -> tuple[
     lock_dir.mkdir(parents=True, exist_ok=True)
     while True:
         for slot in slots:
-            fd = os.open(lock_dir / f"gpu{slot}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            fd = open_lock_file(lock_dir / f"gpu{slot}.lock")  # a regular file, never a link or a FIFO
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

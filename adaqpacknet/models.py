@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ConfigError, shorten
+
 MODELS: tuple[str, ...] = ("mlp", "alexnet", "resnet18_reduced", "tinyimagenet_conv", "small_conv")
 # Names under which a task's head weight and bias are quantised and stored, next to body layers.
 HEAD = "head"
@@ -341,7 +343,7 @@ def build_model(
     input shape the network can't take.
     """
     if name not in BODIES:
-        raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {shorten(name)}; valid choices: {', '.join(MODELS)}")
     body = BODIES[name](input_shape, **kwargs)
     return MultiHeadNet(body, body.feature_dim, classes_per_task)
 

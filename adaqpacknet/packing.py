@@ -42,10 +42,10 @@ import safetensors.numpy
 import torch
 from torch import Tensor, nn
 
-from .errors import shorten
+from .errors import CorruptFileError, shorten
+from .files import open_regular
 from .models import MODELS, HEAD, HEAD_BIAS, MultiHeadNet, build_model
 from .ownership import MAX_TASKS, owner_maps, prunable_layers, raw_weight, task_view
-from .results import CorruptFileError, open_regular
 from .training import loader
 
 FORMAT = "adaqpacknet-packed"

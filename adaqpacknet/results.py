@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import functools
 import hashlib
@@ -23,12 +22,13 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors.torch import load, save
 
 from .errors import ConfigError, CorruptFileError, shorten
+from .files import file_kind, open_lock_file, read_regular
 from .methods import SPECS
 from .ownership import MAX_TASKS
 
@@ -52,55 +52,6 @@ MAX_RUN_JSON_BYTES = MAX_JSON_BYTES
 # learner passes its own bound (``ContinualLearner.checkpoint_bytes_bound``), the bytes its network
 # and state can need. This one only keeps a direct call from reading a device or a huge file.
 MAX_CHECKPOINT_BYTES = 2 << 30
-
-
-def open_regular(path: str | Path, max_bytes: int, follow_symlinks: bool = True) -> BinaryIO:
-    """``path`` opened for reading in binary, if it is a regular file of at most ``max_bytes``.
-
-    A FIFO, a device (``/dev/zero``), a socket or a folder is refused with CorruptFileError naming
-    the file, and so is a symbolic link as the last component with ``follow_symlinks=False`` (for
-    files the package writes itself: a link there was put by someone else). The check is made on
-    the opened descriptor (``fstat``), so the file cannot be swapped between check and read, and
-    O_NONBLOCK keeps the open of a FIFO from waiting for a writer. A missing file raises
-    FileNotFoundError as ``open`` does.
-    """
-    path = Path(path)
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
-    try:
-        fd = os.open(path, flags)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise CorruptFileError(f"{path} is a symbolic link; the package reads only regular files here") from None
-        if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise CorruptFileError(f"{path} cannot be opened as a file ({error.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptFileError(f"{path} is not a regular file (it is a {_file_kind(info.st_mode)}); the package reads only regular files")
-        if info.st_size > max_bytes:
-            raise CorruptFileError(f"{path} is {info.st_size} bytes, more than the {max_bytes} such a file may have")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-             (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link"))
-    return next((name for test, name in kinds if test(mode)), "special file")
-
-
-def read_regular(path: str | Path, max_bytes: int, follow_symlinks: bool = True) -> bytes:
-    """The bytes of ``path`` (``open_regular``'s checks), never more than ``max_bytes``: a file that
-    grows while it is read is refused too."""
-    with open_regular(path, max_bytes, follow_symlinks) as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise CorruptFileError(f"{path} grew past {max_bytes} bytes while it was read")
-    return data
 
 
 def _umask() -> int:
@@ -384,7 +335,7 @@ def remove_leftovers(directory: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
         else:
-            print(f"{path} is a {_file_kind(mode)}, not a file an interrupted write left: left as it is", flush=True)
+            print(f"{path} is a {file_kind(mode)}, not a file an interrupted write left: left as it is", flush=True)
     return removed
 
 
@@ -395,7 +346,7 @@ def folder_lock(directory: str | Path):
     finished or checkpointed, instead of training it a second time."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with _open_lock(directory / ".lock") as handle:
+    with os.fdopen(open_lock_file(directory / ".lock"), "ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -405,26 +356,6 @@ def folder_lock(directory: str | Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _open_lock(path: Path) -> BinaryIO:
-    """``path`` opened for appending (created if missing), if it is a regular file: a symbolic link
-    (O_NOFOLLOW), a FIFO (O_NONBLOCK: the open never waits for a reader), a device or a folder in
-    its place is refused with CorruptFileError naming it; checked with ``fstat`` on the descriptor."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as error:  # ELOOP: a link; EISDIR: a folder; ENXIO: a FIFO no one reads
-        try:
-            kind = f"a {_file_kind(os.lstat(path).st_mode)}"
-        except OSError:
-            kind = f"not a lock file ({error.strerror})"
-        raise CorruptFileError(f"{path} is {kind}; the run folder's lock must be a regular file: delete it") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise CorruptFileError(f"{path} is a {_file_kind(info.st_mode)}; the run folder's lock must be a regular file: delete it")
-    return os.fdopen(fd, "ab")
 
 
 def git_commit() -> str:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from . import methods, metrics
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .continual import ContinualLearner
@@ -57,13 +58,13 @@ def parse_inference(name: str) -> tuple[str, int | None]:
     batches of 16 samples of one task, the task inferred once per batch."""
     criterion, _, size = name.partition("@")
     if criterion not in CRITERIA:
-        raise ValueError(f"inference {name!r}: unknown criterion {criterion!r}; valid choices: {', '.join(CRITERIA)} (per sample), or <criterion>@<batch size>")
+        raise ConfigError(f"inference {name!r}: unknown criterion {criterion!r}; valid choices: {', '.join(CRITERIA)} (per sample), or <criterion>@<batch size>")
     if not size:
         if criterion in BATCH_ONLY:
-            raise ValueError(f"inference {name!r}: {criterion} scores a batch of one task's samples; use {criterion}@<batch size>")
+            raise ConfigError(f"inference {name!r}: {criterion} scores a batch of one task's samples; use {criterion}@<batch size>")
         return criterion, None
     if not size.isdigit() or int(size) < 2:
-        raise ValueError(f"inference {name!r}: the batch size after '@' must be a whole number >= 2 (a batch of one is per sample)")
+        raise ConfigError(f"inference {name!r}: the batch size after '@' must be a whole number >= 2 (a batch of one is per sample)")
     return criterion, int(size)
 
 
@@ -128,7 +129,7 @@ def task_scores(
     sub-networks' features; supsup: ``supsup_scores``. (infomax scores batches: ``pick_task``.)
     """
     if criterion not in CRITERIA or criterion in BATCH_ONLY:
-        raise ValueError(f"unknown per-sample criterion {criterion!r}; valid choices: {', '.join(c for c in CRITERIA if c not in BATCH_ONLY)}")
+        raise ConfigError(f"unknown per-sample criterion {criterion!r}; valid choices: {', '.join(c for c in CRITERIA if c not in BATCH_ONLY)}")
     if not logits_per_task:
         raise ValueError("task inference needs the logits of at least one task")
     if criterion == "supsup":

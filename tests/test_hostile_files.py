@@ -176,6 +176,19 @@ def test_a_lock_that_is_not_a_regular_file_is_refused(case, tmp_path):
     refused(lambda: _enter(results.folder_lock(folder)), CorruptFileError, re.escape(str(folder / ".lock")) + ".*" + message)
 
 
+@pytest.mark.parametrize("case", list(LOCKS))
+def test_a_gpu_slot_lock_that_is_not_a_regular_file_is_refused(case, tmp_path):
+    # The GPU-slot wrapper's locks (make reproduce GPUS=...) open through the same files.open_lock_file.
+    from adaqpacknet import gpu_slots
+
+    make, message = LOCKS[case]
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    (locks.parent / "elsewhere").write_text("")
+    make(locks / "gpu0.lock")
+    refused(lambda: gpu_slots.claim(["0"], locks), CorruptFileError, re.escape(str(locks / "gpu0.lock")) + ".*" + message)
+
+
 LEFTOVERS = {
     "folder": lambda p: (p.mkdir(), (p / "inside").write_text("kept")),
     "FIFO": lambda p: os.mkfifo(p),

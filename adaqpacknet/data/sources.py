@@ -51,7 +51,8 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, shorten
-from ..results import CorruptFileError, atomic_path, open_regular, read_json, read_regular
+from ..files import open_regular, read_regular
+from ..results import CorruptFileError, atomic_path, read_json
 
 SOURCES: tuple[str, ...] = (
     "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "notmnist", "tinyimagenet", "digits",
