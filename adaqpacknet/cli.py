@@ -19,9 +19,9 @@ from pathlib import Path
 
 from . import grid, methods
 from .config import Config, load_parameter_file, parse_override
-from .errors import AdaQPacknetError, shorten
+from .errors import AdaQPacknetError, CorruptFileError, shorten
 from .runs import run, run_configs, verify_packed_run
-from .results import PACKAGE_ROOT, CorruptFileError, code_version
+from .results import PACKAGE_ROOT, code_version
 
 
 def default_out_dir(config: Config) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -23,19 +22,20 @@ from torch import Tensor, nn
 from . import metrics
 from .config import Config
 from .data import Scenario, build_scenario, check_data_available
-from .errors import ConfigError, shorten
+from .errors import ConfigError, CorruptFileError, shorten
 from .models import MultiHeadNet, body_parameter_count, build_model
 from .ownership import prunable_layers
+from .files import read_regular
 from .results import (
-    CHECKPOINT_PREFIX,
     MAX_RUN_JSON_BYTES,
     SCHEMA_VERSION,
-    CorruptFileError,
     accuracy_matrix_problem,
     checkpoint_fault,
+    checkpoint_tag,
+    checkpoint_tensors_file,
     environment,
+    is_finite_number,
     load_checkpoint,
-    read_regular,
     save_checkpoint,
     write_json,
 )
@@ -43,11 +43,6 @@ from .training import TrainSettings, evaluate, pick_device
 
 # Settings that may differ between a run and its resumption without changing any result.
 RESUME_FREE_KEYS = ("progress", "device", "data_root", "download")
-
-
-def _seconds(value: Any) -> bool:
-    """Whether ``value`` is a duration a report can hold: a finite number of seconds, not negative."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def task_seed(seed: int, task_index: int) -> int:
@@ -232,7 +227,7 @@ class ContinualLearner(ABC):
         """What is wrong with a checkpoint's report of task ``index`` (0-based) for this learner's
         ``results`` and later tasks, or None. Default: its ``timings``, summed by ``results``."""
         timings = report.get("timings")
-        if not isinstance(timings, dict) or not all(_seconds(v) for v in timings.values()):
+        if not isinstance(timings, dict) or not all(is_finite_number(v) and v >= 0 for v in timings.values()):
             return "'timings' is not an object of finite non-negative seconds"
         return None
 
@@ -382,7 +377,7 @@ class ContinualLearner(ABC):
             "environment": self.environment,
             "resumed_in": self.resumed_in,
         }
-        save_checkpoint(directory, tensors, state, tag=f"task{len(self.per_task):03d}")
+        save_checkpoint(directory, tensors, state, tag=checkpoint_tag(len(self.per_task)))
 
     def resume(self, directory: str | Path) -> int:
         """Load the checkpoint in ``directory`` if there is one; returns the next task index.
@@ -438,7 +433,7 @@ class ContinualLearner(ABC):
             problem = self.task_report_problem(report, index)
             if problem:
                 raise checkpoint_fault(path, f"per_task[{index}]: {problem}")
-        expected = f"{CHECKPOINT_PREFIX}task{done:03d}.safetensors"  # save_checkpoint's tag
+        expected = checkpoint_tensors_file(checkpoint_tag(done))
         if state["tensors_file"] != expected:
             raise checkpoint_fault(path, f"tensors_file={shorten(state['tensors_file'])} is not {expected!r}, the file of {done} task(s)")
 

@@ -15,13 +15,25 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
+from .errors import ConfigError, shorten
 from .files import open_lock_file
 
 DEFAULT_LOCK_DIR = Path(__file__).resolve().parent.parent / "build" / "gpu-slots"
+
+
+def parse_slots(text: str, name: str = "--slots") -> list[str]:
+    """The GPU ids of ``text``, comma-separated numbers such as ``0,1,2,3`` (spaces around them
+    allowed); anything else is a ConfigError naming ``name``. The one parser of GPU ids:
+    ``make reproduce GPUS=`` (the Snakefile) and ``--slots`` here."""
+    slots = [slot.strip() for slot in str(text).split(",")]
+    if not all(re.fullmatch(r"[0-9]+", slot) for slot in slots):
+        raise ConfigError(f"{name} {shorten(text)}: expected comma-separated GPU ids such as 0,1,2,3")
+    return slots
 
 
 def claim(slots: list[str], lock_dir: Path, poll_seconds: float = 0.5) -> tuple[str, int]:
@@ -50,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given after --")
-    slots = [s.strip() for s in args.slots.split(",") if s.strip()]
-    if not all(s.isdigit() for s in slots):
-        parser.error(f"--slots {args.slots!r}: expected comma-separated GPU ids such as 0,1,2,3")
+    try:
+        slots = parse_slots(args.slots)
+    except ConfigError as error:
+        parser.error(str(error))  # argparse's exit 2, as for any bad option
     slot, fd = claim(slots, args.lock_dir)
     os.set_inheritable(fd, True)  # the lock lives as long as the command: exec keeps the descriptor
     os.environ["CUDA_VISIBLE_DEVICES"] = slot

@@ -34,8 +34,8 @@ from typing import Any
 from . import experiments, methods, runs
 from .config import IMAGES_PER_CLASS, Config, load_parameter_file, task_sources
 from .data import SCENARIOS
-from .errors import ConfigError, shorten
-from .results import PROFILE_NAME, CorruptFileError, code_version, profile_folder, read_json, resolve, write_json
+from .errors import ConfigError, CorruptFileError, shorten
+from .results import code_version, profile_folder, read_json, resolve, write_json
 
 PARAMS_ROOT = "notebooks/params"
 REPORT_PREFIX = "9"  # 90_tables, 91_figures: they read every experiment notebook's results

@@ -178,18 +178,19 @@ def _run_value_problems(run: dict[str, Any]) -> list[str]:
     problems = [] if _accuracy(run["acc"]) else [f"'acc' is {shorten(run['acc'])}, not an accuracy in [0, 100]"]
     for key in ("bwt", "forgetting"):  # differences of two accuracies; None for joint training
         value = run[key]
-        if value is not None and not (_finite(value) and -100 <= value <= 100):
+        if value is not None and not (is_finite_number(value) and -100 <= value <= 100):
             problems.append(f"{key!r} is {shorten(value)}, not a difference of accuracies in [-100, 100]")
     return problems
 
 
-def _finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` read from a file is a finite int or float (not a bool, not NaN or inf)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _accuracy(value: Any) -> bool:
     """Whether ``value`` is an accuracy in percent: a finite number in [0, 100]."""
-    return _finite(value) and 0 <= value <= 100
+    return is_finite_number(value) and 0 <= value <= 100
 
 
 def accuracy_matrix_problem(matrix: Any, tasks: int, sequential: bool | None) -> str | None:
@@ -219,6 +220,16 @@ def accuracy_matrix_problem(matrix: Any, tasks: int, sequential: bool | None) ->
     return None
 
 
+def checkpoint_tag(tasks_done: int) -> str:
+    """The tag of a learner's checkpoint after ``tasks_done`` tasks (``save_checkpoint``'s ``tag``)."""
+    return f"task{tasks_done:03d}"
+
+
+def checkpoint_tensors_file(tag: str) -> str:
+    """The name of the tensor file of the checkpoint tagged ``tag``, inside its run folder."""
+    return f"{CHECKPOINT_PREFIX}{tag}.safetensors"
+
+
 def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any], tag: str) -> None:
     """Write ``checkpoint-<tag>.safetensors``, then the state JSON that names it and vouches for it.
 
@@ -227,7 +238,7 @@ def save_checkpoint(directory: str | Path, tensors: dict[str, torch.Tensor], sta
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensor_path = directory / f"{CHECKPOINT_PREFIX}{tag}.safetensors"
+    tensor_path = directory / checkpoint_tensors_file(tag)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     write_bytes(tensor_path, blob)
     digest = hashlib.sha256(blob).hexdigest()

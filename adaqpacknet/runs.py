@@ -20,16 +20,16 @@ from safetensors.torch import load as load_safetensors
 from .config import Config
 from .continual import RESUME_FREE_KEYS, ContinualLearner, scenario_of
 from .data import Scenario
+from .errors import CorruptFileError
+from .files import read_regular
 from .methods import learner_for
 from .packing import PACKED_FILE, PROBES_FILE, PackedNetwork, probe_batch
 from .results import (
     MAX_RUN_JSON_BYTES,
     SCHEMA_VERSION,
-    CorruptFileError,
     accuracy_matrix_problem,
     folder_lock,
     read_json,
-    read_regular,
     remove_leftovers,
     resolve,
 )

@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError, shorten
+from ..errors import ConfigError, CorruptFileError, shorten
 from ..files import open_regular, read_regular
-from ..results import CorruptFileError, atomic_path, read_json
+from ..results import atomic_path, read_json
 
 SOURCES: tuple[str, ...] = (
     "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "notmnist", "tinyimagenet", "digits",
@@ -172,7 +172,8 @@ MAX_TEXT_FILE_BYTES = 16 << 20  # TinyImageNet's wnids.txt is 2 KB, val_annotati
 MAX_CACHE_BYTES = 2 << 30  # the TinyImageNet cache of the real data set is 1.35 GB
 
 # What third-party parsers (pickle, scipy's MAT reader, zipfile, numpy) raise on a damaged or
-# crafted file; each becomes a CorruptFileError naming the file.
+# crafted file; each becomes a CorruptFileError naming the file. (NotImplementedError: scipy's
+# answer to a MAT file of a version it cannot read, e.g. v7.3, which is HDF5.)
 _PARSE_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
                  NotImplementedError, RecursionError, zlib.error, struct.error, pickle.UnpicklingError, zipfile.BadZipFile)
 
